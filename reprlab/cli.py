@@ -1,0 +1,68 @@
+"""The ``reprlab`` command line.
+
+Sub-commands are plug-ins: every module in :mod:`reprlab.commands` defines ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``. A :class:`~reprlab.errors.ReprlabError`
+is printed as one line (``reprlab: error: ...``) with a non-zero exit and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+
+from reprlab.errors import ReprlabError
+
+
+def _commands() -> dict:
+    import reprlab.commands as pkg
+
+    mods = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"reprlab.commands.{info.name}")
+        mods[mod.NAME] = mod
+    return mods
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(prog="reprlab", description="Reproducible representation-learning experiments on CIFAR-100.")
+    parser.add_argument("--data-root", help="folder holding the datasets (default: $REPRLAB_DATA, else ./data)")
+    from reprlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"reprlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    mods = _commands()
+    for name in sorted(mods):
+        p = sub.add_parser(name, help=mods[name].HELP, description=mods[name].HELP)
+        p.add_argument("--data-root", default=argparse.SUPPRESS, help="folder holding the datasets (default: $REPRLAB_DATA, else ./data)")
+        mods[name].add_arguments(p)
+    return parser, mods
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, mods = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from reprlab.data.paths import set_cli_data_root
+
+    set_cli_data_root(getattr(args, "data_root", None))
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"reprlab: warning: {msg}\n"
+    try:
+        return int(mods[args.command].run(args) or 0)
+    except ReprlabError as e:
+        print(f"reprlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("reprlab: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

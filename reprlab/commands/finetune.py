@@ -1,0 +1,32 @@
+"""``reprlab finetune``: a new linear head on CIFAR-100 over a pretrained backbone, training
+either only the head (``--mode head``, backbone frozen in eval mode) or every layer
+(``--mode full``, backbone learning rate times ``optim.backbone_lr_mult``)."""
+
+from __future__ import annotations
+
+from reprlab.commands._common import add_run_arguments, print_result, resolve
+from reprlab.config import dumps_toml, to_dict
+
+NAME = "finetune"
+HELP = "fine-tune a pretrained backbone on CIFAR-100 (--mode full | head)"
+
+
+def add_arguments(p) -> None:
+    add_run_arguments(p, default_config=None)
+    p.add_argument("--backbone", help="checkpoint path | imagenet-supervised | random-init")
+    p.add_argument("--weights", help="imagenet-supervised: local state-dict file instead of the download")
+    p.add_argument("--mode", choices=("full", "head"), help="full: all layers; head: only the new linear head")
+
+
+def run(args) -> int:
+    from reprlab.train.task import execute
+
+    extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
+    extra += [f'eval.weights="{args.weights}"'] if args.weights else []
+    extra += [f'eval.finetune_mode="{args.mode}"'] if args.mode else []
+    cfg = resolve(args, ["optim.backbone_lr_mult=0.1", "data.dataset=\"cifar100\"", *extra])
+    if args.print_config:
+        print(dumps_toml(to_dict(cfg)), end="")
+        return 0
+    print_result(execute(cfg, f"finetune-{cfg.eval.finetune_mode}", args.config))
+    return 0

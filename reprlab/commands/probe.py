@@ -1,0 +1,105 @@
+"""``reprlab probe``: the linear classification protocol on CIFAR-100 with a frozen backbone.
+
+Default: cached features + logistic regression with L2 chosen on validation. ``--augment``:
+SGD on a linear head over the frozen backbone (eval mode) with crop + flip every epoch, through
+the training loop. Both verify afterwards that the backbone is bit-identical to before.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from reprlab.commands._common import add_run_arguments, print_result, resolve
+from reprlab.config import dumps_toml, to_dict
+
+NAME = "probe"
+HELP = "linear protocol on CIFAR-100 over a frozen backbone (cached features, or --augment)"
+
+
+def add_arguments(p) -> None:
+    add_run_arguments(p)
+    p.add_argument("--backbone", help="checkpoint path (or run dir) | imagenet-supervised | random-init")
+    p.add_argument("--weights", help="imagenet-supervised: local state-dict file instead of the download")
+    p.add_argument("--augment", action="store_true", help="SGD on the head with crop+flip augmentation instead of cached features")
+
+
+def run(args) -> int:
+    extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
+    extra += [f'eval.weights="{args.weights}"'] if args.weights else []
+    extra += ['eval.protocol="augment"'] if args.augment else []
+    cfg = resolve(args, ['data.dataset="cifar100"', *extra])
+    if args.print_config:
+        print(dumps_toml(to_dict(cfg)), end="")
+        return 0
+    if cfg.eval.protocol == "augment":
+        from reprlab.train.task import execute
+
+        print_result(execute(cfg, "probe-augment", args.config))
+        return 0
+    print_result(run_cached(cfg, args.config))
+    return 0
+
+
+def run_cached(cfg, config_path: str | None = None) -> dict:
+    from reprlab.data.registry import load_splits
+    from reprlab.eval.backbones import load_backbone
+    from reprlab.eval.probe import cached_probe
+    from reprlab.models.flops import count_params
+    from reprlab.train.rundir import RunDir, atomic_torch_save, read_result
+    from reprlab.train.task import default_group, run_name, setup
+
+    import torch
+
+    device = setup(cfg)
+    name = run_name(cfg, "probe", config_path)
+    run = RunDir(Path(cfg.run.out_dir) / name)
+    if run.is_complete():
+        print(f"{run.path}: already complete (delete result.json to rerun)", file=sys.stderr)
+        return read_result(run.path)
+    run.open(cfg, device)
+    try:
+        splits = load_splits(cfg.data)
+        bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
+
+        class FeatureCache:
+            path = run.path / "features.pt"
+
+            def load(self):
+                return torch.load(self.path, weights_only=True) if self.path.is_file() else None
+
+            def save(self, feats):
+                atomic_torch_save(feats, self.path)
+
+        out = cached_probe(bb, splits, cfg, device, FeatureCache())
+        with open(run.metrics_file, "w") as f:
+            import json
+
+            for i, row in enumerate(out["l2_sweep"]):
+                f.write(json.dumps({"step": i, "epoch": i, "probe/l2": row["l2"], "probe/val_acc1": row["val_acc1"], "probe/train_acc1": row["train_acc1"]}) + "\n")
+        info = bb.info
+        result = {
+            "run": name,
+            "status": "complete",
+            "task": "probe",
+            "group": cfg.run.group or default_group(name),
+            "seed": cfg.train.seed,
+            "model": getattr(bb.model, "model_name", None),
+            "params": count_params(bb.model),
+            "protocol": "linear-cached",
+            "backbone_source": bb.source if bb.source != "checkpoint" else (info.get("method") or "checkpoint"),
+            "method": info.get("method"),
+            "dataset": info.get("dataset"),
+            "fraction": info.get("fraction"),
+            "epochs": info.get("pretrain_epochs"),
+            "family": getattr(bb.model, "family", None),
+            "sweep": cfg.run.sweep or None,
+            "sweep_params": {},
+            "backbone": info,
+            "config": "config.toml",
+            **out,
+        }
+        run.write_result(result)
+    finally:
+        run.unlock()
+    return result

@@ -1,0 +1,388 @@
+"""Typed configuration: dataclasses with a comment on every default, TOML files, dotted overrides.
+
+A run is described by one :class:`Config`. It is built from the dataclass defaults, then a TOML
+file (``--config``), then ``key=value`` overrides from the command line (``optim.lr=0.1``), in
+that order. Every key is checked against the dataclasses: an unknown key or a value of the wrong
+type is rejected with a one-line message that names the key and suggests the closest valid one.
+The fully resolved config is written into every run directory (``config.toml``).
+
+The one-line comment after each default is the documentation: ``reprlab config`` prints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from reprlab.augment.mix import MixConfig
+from reprlab.augment.views import ViewConfig
+from reprlab.errors import ReprlabError
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # run directory name under out_dir; empty = derived from the config file and a hash
+    out_dir: str = "runs"  # parent folder of run directories
+    group: str = ""  # label used by reports to aggregate seeds; empty = the run name without the seed
+    family: str = ""  # "cnn" | "vit" for the CNN-vs-ViT comparison; empty = taken from the model registry
+    sweep: str = ""  # name of the sweep this run is a trial of (set by `reprlab sweep`)
+    sweep_keys: list[str] = field(default_factory=list)  # config keys the sweep varies; reported with their values
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar100"  # training dataset (registry key: cifar100, tiny-imagenet, image-folder)
+    root: str = ""  # data root; empty = --data-root, else $REPRLAB_DATA, else ./data
+    folder: str = ""  # image-folder dataset only: path of the folder (class sub-folders or flat)
+    cache_dir: str = ""  # writable cache for extracted/decoded data; empty = $REPRLAB_CACHE or ~/.cache/reprlab
+    download: bool = True  # download CIFAR-100 when it is not found under the data root
+    val_size: int = 5000  # images carved from train (class-stratified) for model selection
+    split_seed: int = 0  # seed of the train/val split (fixed across runs so all runs select on the same images)
+    fraction: float = 1.0  # class-stratified nested subset of the training split (0 < f <= 1)
+    resolution: int = 32  # side length images are decoded/held at (Tiny ImageNet native: 64)
+    labels: str = "fine"  # CIFAR-100 label set: "fine" (100 classes) or "coarse" (20 superclasses)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"  # registry key (see `reprlab params --list`)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # architecture keyword arguments, e.g. width=32
+    channels_last: bool = True  # NHWC memory format: faster convolutions on GPU and CPU
+    compile: bool = False  # wrap the model in torch.compile
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw | lars
+    lr: float = 0.1  # peak learning rate at batch_size (not rescaled)
+    momentum: float = 0.9  # SGD/LARS momentum
+    nesterov: bool = True  # Nesterov momentum for SGD
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    weight_decay: float = 5e-4  # L2 / decoupled weight decay
+    no_decay_norm_bias: bool = True  # exclude norm weights and biases from weight decay
+    grad_clip: float = 0.0  # clip the global gradient norm to this value; 0 = off
+    backbone_lr_mult: float = 1.0  # learning-rate multiplier of backbone parameters (fine-tuning)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "multistep"  # multistep | cosine | constant (all functions of the global step)
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
+    milestones: list[float] = field(default_factory=lambda: [60.0, 120.0, 160.0])  # multistep: epochs at which lr *= gamma
+    gamma: float = 0.2  # multistep decay factor
+    min_lr_ratio: float = 0.0  # cosine: final lr as a fraction of the peak
+
+
+@dataclass
+class AugConfig:
+    crop_padding: int = 4  # random crop after zero padding by this many pixels; 0 = no crop
+    flip: bool = True  # random horizontal flip
+    rand_augment: bool = False  # per-sample RandAugment on the uint8 batch
+    rand_augment_ops: int = 2  # RandAugment: ops per image
+    rand_augment_magnitude: int = 9  # RandAugment: magnitude (0-30 scale)
+    random_erasing: float = 0.0  # probability of random erasing per sample
+    mix: MixConfig = field(default_factory=MixConfig)  # CutMix / Mixup / label smoothing on the batch
+
+
+@dataclass
+class MethodConfig:
+    name: str = "supervised"  # registry key: supervised | simclr
+    temperature: float = 0.5  # NT-Xent temperature (SimCLR CIFAR: 0.5)
+    proj_hidden_dim: int = 2048  # projection head hidden width
+    proj_out_dim: int = 128  # projection head output width
+    proj_layers: int = 2  # projection head depth (SimCLR v1: 2)
+    knn_k: int = 200  # kNN monitor: neighbours
+    knn_temperature: float = 0.1  # kNN monitor: similarity temperature
+    knn_every_epochs: int = 5  # kNN monitor on the CIFAR-100 validation split every this many epochs
+    knn_bank_size: int = 0  # kNN monitor: training images in the memory bank (evenly strided); 0 = all
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200  # passes over the training split
+    batch_size: int = 128  # images per optimiser step
+    eval_batch_size: int = 1000  # images per evaluation batch
+    seed: int = 0  # seed of initialisation, data order and augmentation
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    deterministic: bool = False  # deterministic kernels (exact resume on CPU; slower on GPU)
+    log_every_steps: int = 50  # write train/loss, train/acc1 and lr every this many steps
+    checkpoint_every_steps: int = 0  # also checkpoint mid-epoch (rounded up to a logging step); 0 = per epoch only
+    max_steps: int = 0  # stop after this many steps (short budgets, tests); 0 = run all epochs
+    progress: bool = True  # show a progress bar with throughput and ETA
+    eval_test: bool = True  # evaluate the test split once at the end (final and best-on-val checkpoints)
+    num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+
+
+@dataclass
+class EvalConfig:
+    backbone: str = ""  # probe/finetune: checkpoint path | imagenet-supervised | random-init
+    weights: str = ""  # imagenet-supervised: local state dict instead of the torchvision download
+    resolution: int = 0  # input side length fed to the backbone (images are resized on the device); 0 = the backbone's own
+    protocol: str = "cached"  # probe: cached (features once + logistic regression) | augment (SGD on crops, frozen backbone)
+    l2_grid: list[float] = field(default_factory=lambda: [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2])  # cached probe: L2 strengths tried, chosen on val
+    max_iter: int = 300  # cached probe: L-BFGS iterations per L2 strength
+    finetune_mode: str = "full"  # finetune: full (all layers) | head (only the new linear head)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)  # naming and output location
+    data: DataConfig = field(default_factory=DataConfig)  # dataset, splits and caching
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture
+    method: MethodConfig = field(default_factory=MethodConfig)  # what turns a batch into a loss
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # learning-rate schedule
+    aug: AugConfig = field(default_factory=AugConfig)  # supervised augmentation recipe
+    views: ViewConfig = field(default_factory=ViewConfig)  # self-supervised view pipeline
+    eval: EvalConfig = field(default_factory=EvalConfig)  # linear protocol and fine-tuning
+    train: TrainConfig = field(default_factory=TrainConfig)  # loop, precision, logging
+
+
+# --------------------------------------------------------------------------------------------
+# Building and checking
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: Config | None = None) -> Config:
+    """Defaults <- TOML file <- ``key=value`` overrides, every key and type checked."""
+    cfg = base if base is not None else Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ReprlabError(f"config file {p} not found")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ReprlabError(f"config file {p}: invalid TOML ({e})") from None
+        _merge(cfg, data, prefix="", source=str(p))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ReprlabError(f"override {item!r}: expected key=value, e.g. optim.lr=0.1")
+        _merge(cfg, _nest(key.strip(), _parse_value(raw.strip())), prefix="", source="command line")
+    validate(cfg)
+    return cfg
+
+
+def _parse_value(raw: str) -> Any:
+    # TOML syntax for values (numbers, booleans, lists, quoted strings); anything else is a string.
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: dict = {}
+    cur = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def _merge(obj: Any, data: dict, prefix: str, source: str) -> None:
+    hints = _hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            valid = [f"{prefix}{n}" for n in names]
+            close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5) or difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0] if close[0].startswith(prefix) else prefix + close[0]!r}?" if close else ""
+            raise ReprlabError(f"unknown config key {full!r} ({source}){hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ReprlabError(f"config key {full!r} ({source}) is a section; set its fields, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
+            _merge(current, value, f"{full}.", source)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, source, current))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str, current: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ReprlabError(f"config key {key!r} ({source}): expected a table, got {value!r}")
+        return {**(current or {}), **value}  # dict fields merge, so model.kwargs.width=32 adds one key
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ReprlabError(f"config key {key!r} ({source}): expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and len(args) != len(value) and Ellipsis not in args:
+            raise ReprlabError(f"config key {key!r} ({source}): expected {len(args)} values, got {list(value)!r}")
+        elem = args[0]
+        out = [_coerce(v, elem, key, source, None) for v in value]
+        return tuple(out) if origin is tuple else out
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+        return _coerce(value, [a for a in typing.get_args(tp) if a is not type(None)][0], key, source, current)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ReprlabError(f"config key {key!r} ({source}): expected true or false, got {value!r}")
+    if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, tp)):
+        raise ReprlabError(f"config key {key!r} ({source}): expected {tp.__name__}, got {value!r}")
+    if tp is str and not isinstance(value, str):
+        raise ReprlabError(f"config key {key!r} ({source}): expected a string, got {value!r}")
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+CHOICES = {
+    "optim.name": ("sgd", "adamw", "lars"),
+    "schedule.name": ("multistep", "cosine", "constant"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "eval.protocol": ("cached", "augment"),
+    "eval.finetune_mode": ("full", "head"),
+    "data.labels": ("fine", "coarse"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express."""
+    for key, allowed in CHOICES.items():
+        value = get_key(cfg, key)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ReprlabError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
+    positive = ["train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps", "data.resolution"]
+    for key in positive:
+        if get_key(cfg, key) <= 0:
+            raise ReprlabError(f"config key {key!r}: expected a positive value, got {get_key(cfg, key)!r}")
+    if not 0.0 < cfg.data.fraction <= 1.0:
+        raise ReprlabError(f"config key 'data.fraction': expected 0 < fraction <= 1, got {cfg.data.fraction!r}")
+    if cfg.optim.lr < 0 or cfg.optim.weight_decay < 0:
+        raise ReprlabError("config keys 'optim.lr' and 'optim.weight_decay' must be >= 0")
+    if cfg.data.val_size < 0:
+        raise ReprlabError(f"config key 'data.val_size': expected >= 0, got {cfg.data.val_size}")
+    cfg.views.validate()
+    cfg.aug.mix.validate()
+
+
+def get_key(cfg: Any, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Writing and documenting
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples become lists) suitable for TOML/JSON."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return conv(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, data, prefix="", source="saved config")
+    return cfg
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def dumps_toml(data: dict) -> str:
+    """A small TOML writer for the config's value types (str, int, float, bool, lists, tables)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v) if not isinstance(v, float) or v == v and abs(v) != float("inf") else ('nan' if v != v else ('inf' if v > 0 else '-inf'))
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{_tkey(k)} = {val(x)}" for k, x in v.items()) + "}"
+        if v is None:
+            raise ReprlabError("TOML has no null; a config value may not be None")
+        return val(str(v))
+
+    lines: list[str] = []
+
+    def table(d: dict, name: str) -> None:
+        # Nested dicts become [sub.tables]; scalars and lists are written first so that each
+        # key lands in the table it belongs to.
+        if name:
+            lines.append(f"\n[{name}]")
+        for k, v in d.items():
+            if not isinstance(v, dict):
+                lines.append(f"{_tkey(k)} = {val(v)}")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(v, f"{name}.{_tkey(k)}" if name else _tkey(k))
+
+    table(data, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _tkey(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'"{k}"'
+
+
+@cache
+def field_comments(cls: type) -> dict[str, str]:
+    """The ``# comment`` after each field of a dataclass, read from its source."""
+    src = inspect.getsource(cls)
+    out = {}
+    for line in src.splitlines():
+        m = re.match(r"\s+(\w+)\s*:\s*[^=]+=.*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def describe(obj: Any = None, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, comment) for every leaf field: the config's documentation."""
+    obj = obj if obj is not None else Config()
+    rows = []
+    comments = field_comments(type(obj))
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            rows.extend(describe(v, f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", v, comments.get(f.name, "")))
+    return rows

@@ -1,0 +1,69 @@
+"""The dataset registry: ``load_splits(cfg.data)`` for every dataset key.
+
+A loader takes the :class:`~reprlab.config.DataConfig` and returns :class:`Splits` (uint8 CPU
+tensors; moving them to the device is the loop's job). Fractions and the validation split are
+applied here, once, for every dataset alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from reprlab.data.splits import nested_fraction, stratified_split
+from reprlab.data.types import Splits
+from reprlab.errors import ReprlabError
+
+DATASETS: dict[str, Callable] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable], Callable]:
+    def wrap(fn: Callable) -> Callable:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_splits(cfg) -> Splits:
+    """Load ``cfg.dataset`` and apply ``cfg.fraction`` (nested, stratified) to its train split."""
+    _ensure_loaded()
+    if cfg.dataset not in DATASETS:
+        close = difflib.get_close_matches(cfg.dataset, list(DATASETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ReprlabError(f"unknown dataset {cfg.dataset!r}{hint} (known: {', '.join(sorted(DATASETS))})")
+    splits: Splits = DATASETS[cfg.dataset](cfg)
+    if cfg.fraction < 1.0:
+        idx = nested_fraction(splits.train.labels, cfg.fraction, cfg.split_seed)
+        splits.train = splits.train.subset(idx)
+    splits.info.update(fraction=cfg.fraction, train_size=len(splits.train), val_size=len(splits.val))
+    return splits
+
+
+@register_dataset("cifar100")
+def _cifar100(cfg) -> Splits:
+    from reprlab.data import cifar
+
+    train, test, info = cifar.load(cfg.root, cfg.download, cfg.cache_dir)
+    if cfg.labels == "coarse":
+        train.labels, train.classes = train.coarse_labels, train.coarse_classes
+        test.labels, test.classes = test.coarse_labels, test.coarse_classes
+    tr, va = stratified_split(train.labels, cfg.val_size, cfg.split_seed)
+    train, val = train.subset(tr), train.subset(va)
+    if cfg.resolution != 32:
+        from reprlab.data.device import resize_uint8
+
+        train, val, test = (s.__class__(resize_uint8(s.images, cfg.resolution), *list(vars(s).values())[1:]) for s in (train, val, test))
+    return Splits(train, val, test, "cifar100", cifar.MEAN, cifar.STD, info)
+
+
+def _ensure_loaded() -> None:
+    # Other datasets live in their own modules and register themselves on import.
+    import importlib
+
+    for mod in ("reprlab.data.tinyimagenet", "reprlab.data.imagefolder"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise

@@ -1,0 +1,86 @@
+"""Heads placed on top of a backbone's pooled features.
+
+:class:`ProjectionHead` is the non-linear projection g(.) of SimCLR (Chen et al. 2020): the
+contrastive loss is applied to its output, while downstream evaluation uses the features
+before it, which the paper found to retain more information. :class:`LinearHead` is the
+classifier used for supervised training and linear probing.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from reprlab.errors import ReprlabError
+
+__all__ = ["LinearHead", "ProjectionHead"]
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 1, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ReprlabError(f"{name}={value!r} is invalid; expected an integer >= 1")
+    return value
+
+
+class ProjectionHead(nn.Module):
+    """MLP projection head ``Linear -> BN -> ReLU -> ... -> Linear`` (SimCLR, Chen et al. 2020).
+
+    ``num_layers`` counts the Linear layers; every Linear except the last is followed by
+    (optional) BatchNorm and a ReLU. The last layer has no activation so the loss sees an
+    unconstrained embedding (it is L2-normalised inside the loss).
+
+    Args:
+        in_dim: feature size of the backbone.
+        hidden_dim: width of the hidden layers.
+        out_dim: size of the embedding the contrastive loss is applied to.
+        num_layers: number of Linear layers (2 for the SimCLR v1 head).
+        batch_norm: put BatchNorm1d after each hidden Linear.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("in_dim", in_dim)
+        _check_positive_int("hidden_dim", hidden_dim)
+        _check_positive_int("out_dim", out_dim)
+        _check_positive_int("num_layers", num_layers)
+        if not isinstance(batch_norm, bool):
+            raise ReprlabError(f"batch_norm={batch_norm!r} is invalid; expected true or false")
+        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
+        self.num_layers, self.batch_norm = num_layers, batch_norm
+
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(num_layers - 1):
+            # A bias right before BatchNorm is cancelled by its mean subtraction: drop it.
+            layers.append(nn.Linear(width, hidden_dim, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(nn.ReLU(inplace=True))
+            width = hidden_dim
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map (B, in_dim) features to (B, out_dim) embeddings."""
+        return self.net(x)
+
+
+class LinearHead(nn.Linear):
+    """A linear classifier ``(B, in_dim) -> (B, num_classes)`` with a zero-initialised bias.
+
+    A zero bias starts training from uniform class priors instead of the random offsets of the
+    default initialisation, which would otherwise favour some classes in the first steps.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int) -> None:
+        super().__init__(
+            _check_positive_int("in_dim", in_dim), _check_positive_int("num_classes", num_classes)
+        )
+        nn.init.zeros_(self.bias)

@@ -1,0 +1,90 @@
+"""The model registry: ``create_model(name, num_classes=..., **kw)`` over registered factories.
+
+Every registered model follows one contract so that the training loop, the probes and the
+fine-tuning code never special-case an architecture:
+
+* ``model.embed(x) -> Tensor[B, model.num_features]`` returns pooled pre-logit features;
+* ``model.get_classifier()`` is the classifier (``nn.Linear``, or ``nn.Identity`` when
+  ``num_classes=0``) and ``model.reset_classifier(num_classes)`` replaces it;
+* ``model(x) == model.get_classifier()(model.embed(x))``;
+* ``model.input_size`` is the side length the architecture expects (32 for CIFAR variants);
+* ``model.family`` is ``"cnn"`` or ``"vit"``; ``model.heavy`` marks presets too large for a CPU.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from reprlab.errors import ReprlabError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    factory: Callable[..., nn.Module]
+    family: str  # "cnn" | "vit"
+    input_size: int
+    heavy: bool
+    description: str
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str, *, family: str, input_size: int = 32, heavy: bool = False, description: str = ""
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register ``factory(num_classes: int, **kw) -> nn.Module`` under ``name``."""
+
+    def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = ModelEntry(name, factory, family, input_size, heavy, description or (factory.__doc__ or "").strip().split("\n")[0])
+        return factory
+
+    return wrap
+
+
+def get_entry(name: str) -> ModelEntry:
+    _ensure_loaded()
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ReprlabError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:
+    """Build a registered model; ``num_classes=0`` gives a headless backbone."""
+    entry = get_entry(name)
+    try:
+        model = entry.factory(num_classes=num_classes, **kw)
+    except TypeError as e:  # an unknown keyword for this architecture is a user error
+        raise ReprlabError(f"model {name!r}: {e}") from None
+    model.family = entry.family
+    model.heavy = entry.heavy
+    model.model_name = name
+    if not hasattr(model, "input_size"):
+        model.input_size = entry.input_size
+    return model
+
+
+def list_models() -> list[str]:
+    _ensure_loaded()
+    return sorted(MODELS)
+
+
+def _ensure_loaded() -> None:
+    # Importing the architecture modules registers them; done lazily to keep CLI start-up cheap.
+    import importlib
+    import pkgutil
+
+    import reprlab.models as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name not in {"registry", "heads", "flops"} and not mod.name.startswith("_"):
+            importlib.import_module(f"reprlab.models.{mod.name}")

@@ -1,0 +1,281 @@
+"""The one training loop, shared by supervised training, self-supervised pretraining, the
+augmented linear probe and fine-tuning.
+
+Per step: take the next indices of the epoch's permutation, gather the uint8 batch on the
+device, let the method turn it into a loss, step the optimiser at the schedule's learning rate.
+Per ``log_every_steps``: write train/loss, train/acc1 and lr (and stop on a non-finite loss).
+Per epoch: evaluate on the validation split, keep the best-on-val checkpoint, write ``last.pt``.
+At the end: evaluate the test split once for the final and the best checkpoint.
+
+Everything that decides the future of a run lives in ``last.pt``: weights, optimiser state,
+step (which fixes the schedule and the position in the epoch's data order), augmentation
+generator and global RNG states. Re-running the same command resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reprlab.config import Config, to_dict
+from reprlab.data.device import epoch_order
+from reprlab.errors import NonFiniteLossError, ReprlabError
+from reprlab.methods.base import Method
+from reprlab.train.optim import build_optimizer, param_groups
+from reprlab.train.rundir import MetricsLogger, RunDir, atomic_torch_save
+from reprlab.train.schedule import lr_factor
+
+KILL_ENV = "REPRLAB_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after this step
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReprlabError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
+    return dev
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = fp32)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class FitResult:
+    step: int
+    epochs_done: int
+    best: dict = field(default_factory=dict)
+    final_val: dict = field(default_factory=dict)
+    final_test: dict = field(default_factory=dict)
+    best_test: dict = field(default_factory=dict)
+    throughput_img_s: float = 0.0
+    wall_time_s: float = 0.0
+    resumed_from: int | None = None
+
+
+def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitResult:
+    """Train ``method`` on ``method.splits.train`` under ``cfg``; resumes from ``run.last``."""
+    tc = cfg.train
+    train = method.splits.train
+    n = len(train)
+    batch = tc.batch_size
+    steps_per_epoch = n // batch  # drop_last: every step sees a full batch (BN and contrastive losses want that)
+    if steps_per_epoch == 0:
+        raise ReprlabError(f"train.batch_size={batch} is larger than the training split ({n} images)")
+    total_steps = tc.epochs * steps_per_epoch
+    if tc.max_steps:
+        total_steps = min(total_steps, tc.max_steps)
+    log_every = tc.log_every_steps
+    ckpt_every = math.ceil(tc.checkpoint_every_steps / log_every) * log_every if tc.checkpoint_every_steps else 0
+    amp_dtype = resolve_precision(tc.precision, device)
+
+    # Data lives on the device as uint8 for the whole run.
+    images = train.images.to(device, non_blocking=True)
+    labels = train.labels.to(device, non_blocking=True)
+
+    method.to(device)
+    if cfg.model.channels_last:
+        method.to(memory_format=torch.channels_last)
+    groups = param_groups(method.named_trainable(), cfg.optim.weight_decay, cfg.optim.no_decay_norm_bias)
+    optimizer = build_optimizer(groups, cfg.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 12345)
+
+    step, best = 0, {"metric": method.selection_metric, "value": -math.inf, "step": None}
+    resumed_from = None
+    if run.last.is_file():
+        ckpt = _load_checkpoint(run.last, device)
+        method.load_state_dict(ckpt["method"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        aug_gen.set_state(ckpt["aug_generator"].to(aug_gen.get_state().device))
+        _set_rng_state(ckpt["rng"])
+        step, best = ckpt["step"], ckpt["best"]
+        resumed_from = step
+        print(f"resuming {run.path} from step {step}", file=sys.stderr)
+    if cfg.model.compile:
+        method.compile()
+    logger = MetricsLogger(run, resumed_from)
+
+    def checkpoint(path: Path, **extra) -> None:
+        atomic_torch_save(
+            {
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "aug_generator": aug_gen.get_state(),
+                "rng": _rng_state(),
+                "step": step,
+                "best": best,
+                "config": to_dict(cfg),
+                **method_meta(method, cfg),
+                **extra,
+            },
+            path,
+        )
+
+    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    bar = _progress(tc.progress, total_steps, step, batch)
+    losses: list[torch.Tensor] = []
+    correct = torch.zeros((), device=device)
+    seen = 0
+    t_start, t_imgs = time.perf_counter(), 0
+    method.set_train_mode()
+    order = None
+    try:
+        while step < total_steps:
+            epoch, pos = divmod(step, steps_per_epoch)
+            if order is None or pos == 0:
+                order = epoch_order(n, tc.seed, epoch).to(device)
+            idx = order[pos * batch : (pos + 1) * batch]
+            factor = lr_factor(step, total_steps, steps_per_epoch, cfg.schedule)
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
+            with autocast():
+                loss, n_correct = method.training_step(images[idx], labels[idx], aug_gen)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.optim.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.detach())
+            if n_correct is not None:
+                correct += n_correct
+            seen += len(idx)
+            step += 1
+            t_imgs += len(idx)
+            if bar is not None:
+                bar.update(1)
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if step % log_every == 0 or end_of_epoch:
+                # One host sync per logging interval: the losses of the interval are checked here,
+                # so a NaN is reported with its exact step and no checkpoint is written after it.
+                stacked = torch.stack(losses).float()
+                finite = torch.isfinite(stacked)
+                if not bool(finite.all()):
+                    bad = step - len(losses) + int((~finite).nonzero()[0]) + 1
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}); "
+                        f"stopped; last good checkpoint kept at {run.last if run.last.is_file() else 'none (no checkpoint yet)'}"
+                    )
+                row = {"train/loss": stacked.mean().item(), "lr": cfg.optim.lr * factor}
+                if n_correct is not None:
+                    row["train/acc1"] = 100.0 * correct.item() / seen
+                elapsed = time.perf_counter() - t_start
+                logger.log(step, step / steps_per_epoch, row, {"perf/img_per_s": t_imgs / max(elapsed, 1e-9)})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
+                losses, seen = [], 0
+                correct.zero_()
+                if end_of_epoch:
+                    ep = math.ceil(step / steps_per_epoch)
+                    if method.eval_due(ep, step == total_steps):
+                        metrics = method.evaluate("val", ep)
+                        method.set_train_mode()
+                        logger.log(step, step / steps_per_epoch, metrics)
+                        value = metrics.get(method.selection_metric)
+                        if value is not None and value > best["value"]:
+                            best = {"metric": method.selection_metric, "value": value, "step": step, "val": metrics}
+                            checkpoint(run.best)
+                    checkpoint(run.last)
+                elif ckpt_every and step % ckpt_every == 0:
+                    checkpoint(run.last)
+            if kill_at and step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+    wall = time.perf_counter() - t_start
+    result = FitResult(step=step, epochs_done=math.ceil(step / steps_per_epoch), best=best, resumed_from=resumed_from, wall_time_s=wall, throughput_img_s=t_imgs / max(wall, 1e-9))
+    return result
+
+
+def method_meta(method: Method, cfg: Config) -> dict:
+    """What makes a checkpoint self-describing: enough to rebuild the backbone from the file."""
+    return {
+        "method_name": method.name,
+        "model_name": cfg.model.name,
+        "model_kwargs": dict(cfg.model.kwargs),
+        "backbone_prefix": "backbone.",
+        "num_features": getattr(method.backbone, "num_features", None),
+        "data_mean": list(method.splits.mean),
+        "data_std": list(method.splits.std),
+        "resolution": cfg.data.resolution,
+    }
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is a user-facing condition
+        raise ReprlabError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run") from None
+
+
+def _progress(enabled: bool, total: int, initial: int, batch: int):
+    if not enabled:
+        return None
+    return _StepBar(total, initial, batch)
+
+
+class _StepBar:
+    """tqdm counting images, so it shows img/s and the ETA of the whole run."""
+
+    def __init__(self, total: int, initial: int, batch: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.batch = batch
+        self.bar = tqdm(total=total * batch, initial=initial * batch, unit="img", unit_scale=True, dynamic_ncols=True, smoothing=0.1, file=sys.stderr)
+
+    def update(self, steps: int) -> None:
+        self.bar.update(steps * self.batch)
+
+    def set_postfix(self, **kw) -> None:
+        self.bar.set_postfix(**kw)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,153 @@
+"""From a resolved config to a finished run directory: the code behind ``reprlab train``,
+``pretrain``, ``finetune`` and ``probe --augment``.
+
+It names the run, resumes or skips it, loads the data, builds the method, calls the one loop,
+evaluates the test split once (for the final and the best-on-val checkpoint) and writes
+``result.json`` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from reprlab.config import Config, dumps_toml, flatten, get_key, to_dict
+from reprlab.data.registry import load_splits
+from reprlab.errors import ReprlabError
+from reprlab.train.loop import fit, resolve_device, seed_everything
+from reprlab.train.rundir import RunDir, read_result
+
+#: result.json fields per task kind
+PROTOCOLS = {"train": "scratch", "pretrain": "pretrain", "finetune-full": "finetune-full", "finetune-head": "finetune-head", "probe-augment": "linear-augment"}
+
+
+def config_hash(cfg: Config) -> str:
+    d = flatten(to_dict(cfg))
+    for k in ("run.name", "run.out_dir", "run.group", "train.progress", "train.num_threads", "train.device"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_name(cfg: Config, kind: str, config_path: str | None) -> str:
+    if cfg.run.name:
+        return cfg.run.name
+    stem = Path(config_path).stem if config_path else kind
+    return f"{stem}-{config_hash(cfg)}"
+
+
+def default_group(name: str) -> str:
+    # runs that differ only by seed share a group: "foo-s0", "foo/seed1" -> "foo"
+    return re.sub(r"([-_/]s(eed)?\d+)$", "", name)
+
+
+def setup(cfg: Config) -> torch.device:
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    return resolve_device(cfg.train.device)
+
+
+def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
+    """Run (or resume, or skip if complete) one training run; returns its result.json."""
+    device = setup(cfg)
+    name = run_name(cfg, kind, config_path)
+    run = RunDir(Path(cfg.run.out_dir) / name)
+    if run.is_complete():
+        print(f"{run.path}: already complete (delete result.json to rerun)", file=sys.stderr)
+        return read_result(run.path)
+    run.open(cfg, device)
+    try:
+        splits = load_splits(cfg.data)
+        method = build_method(cfg, kind, splits, device)
+        fitres = fit(cfg, method, run, device)
+        final_val = method.evaluate("val", fitres.epochs_done) if _has_labels(method) else {}
+        final_test = method.evaluate("test", fitres.epochs_done) if _wants_test(cfg, method) else {}
+        best_test, best_val = {}, fitres.best.get("val", {})
+        if run.best.is_file() and _wants_test(cfg, method):
+            ckpt = torch.load(run.best, map_location=device, weights_only=False)
+            method.load_state_dict(ckpt["method"])
+            best_test = method.evaluate("test", fitres.epochs_done)
+        if kind == "probe-augment":
+            method.verify_frozen()
+        result = assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test)
+        run.write_result(result)
+    finally:
+        run.unlock()
+    return result
+
+
+def _has_labels(method) -> bool:
+    return method.selection_metric.startswith("val/")
+
+
+def _wants_test(cfg: Config, method) -> bool:
+    return cfg.train.eval_test and method.splits.test is not None and _has_labels(method)
+
+
+def build_method(cfg: Config, kind: str, splits, device):
+    from reprlab.methods.base import get_method
+
+    if kind in ("finetune-full", "finetune-head", "probe-augment"):
+        from reprlab.eval.backbones import load_backbone
+        from reprlab.methods.supervised import Supervised
+
+        bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
+        mode = "full" if kind == "finetune-full" else "head"
+        method = Supervised(cfg, splits, device, backbone=bb, mode=mode)
+        method.backbone_info = {"source": bb.source, **bb.info}
+        if kind == "probe-augment":
+            method.snapshot_frozen()
+        return method
+    name = "supervised" if kind == "train" else cfg.method.name
+    return get_method(name)(cfg, splits, device)
+
+
+def _split(metrics: dict, prefix: str) -> dict:
+    return {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(prefix + "/")}
+
+
+def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test) -> dict:
+    from reprlab.models.flops import count_params
+
+    bb = getattr(method, "backbone_info", None)
+    val_key = method.selection_metric.split("/")[0]
+    best_val_d = _split(best_val, val_key)
+    result = {
+        "run": name,
+        "status": "complete",
+        "task": "finetune" if kind.startswith("finetune") else ("probe" if kind.startswith("probe") else kind),
+        "group": cfg.run.group or default_group(name),
+        "seed": cfg.train.seed,
+        "model": getattr(method.backbone, "model_name", cfg.model.name),
+        "params": count_params(method.backbone),
+        "throughput_img_s": round(fitres.throughput_img_s, 1),
+        "protocol": PROTOCOLS[kind],
+        "backbone_source": (bb["source"] if bb else ("scratch" if kind == "train" else cfg.method.name)),
+        "method": (bb.get("method") if bb else method.name),
+        "dataset": (bb.get("dataset") if bb else cfg.data.dataset),
+        "fraction": (bb.get("fraction") if bb else cfg.data.fraction),
+        "resolution": getattr(method, "input_size", cfg.data.resolution),
+        "epochs": cfg.train.epochs,
+        "steps": fitres.step,
+        "family": cfg.run.family or getattr(method.backbone, "family", None),
+        "sweep": cfg.run.sweep or None,
+        "sweep_params": {k: get_key(cfg, k) for k in cfg.run.sweep_keys},
+        "val": best_val_d or _split(final_val, "val"),
+        "test": _split(best_test, "test") or _split(final_test, "test"),
+        "final_checkpoint": {"step": fitres.step, "val": _split(final_val, "val"), "test": _split(final_test, "test")},
+        "best_checkpoint": {"step": fitres.best.get("step"), "metric": fitres.best.get("metric"), "val": best_val_d, "test": _split(best_test, "test")},
+        "wall_time_s": round(fitres.wall_time_s, 1),
+        "train_dataset": cfg.data.dataset,
+        "backbone": bb,
+        "config": "config.toml",
+    }
+    if not result["test"]:
+        result.pop("test")
+    result.update(method.describe_result() if hasattr(method, "describe_result") else {})
+    return result

@@ -1,0 +1,180 @@
+"""Write hand-made run directories (the run-directory contract) for tests.
+
+The numbers are chosen by the test, not produced by training, so a report built from these
+directories can be checked against values computed independently in the test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# How many training log lines make_run writes per epoch (tests derive expected point counts).
+TRAIN_LOGS_PER_EPOCH = 3
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_toml(config: dict[str, Any], _prefix: str = "") -> str:
+    """A minimal TOML writer for nested dicts of scalars/lists (enough for test configs)."""
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in config.items() if not isinstance(v, dict)]
+    out = []
+    if scalars:
+        if _prefix:
+            out.append(f"[{_prefix}]")
+        out.extend(scalars)
+        out.append("")
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.append(dump_toml(v, f"{_prefix}.{k}" if _prefix else k))
+    return "\n".join(out)
+
+
+def metrics_lines(
+    epochs: int,
+    task: str = "probe",
+    final_val: float = 40.0,
+    train_logs_per_epoch: int = TRAIN_LOGS_PER_EPOCH,
+    test_acc1: float | None = None,
+) -> list[dict[str, Any]]:
+    """Metric lines: ``epochs * train_logs_per_epoch`` train lines and one eval line per epoch.
+
+    Pretraining runs log ``knn/acc1`` instead of ``val/*``; others end with a ``test/acc1``
+    line when ``test_acc1`` is given.
+    """
+    lines: list[dict[str, Any]] = []
+    steps_per_log = 10
+    step = 0
+    for e in range(epochs):
+        for i in range(train_logs_per_epoch):
+            step += steps_per_log
+            epoch = e + (i + 1) / train_logs_per_epoch
+            frac = epoch / epochs
+            line = {"step": step, "epoch": round(epoch, 6), "train/loss": round(4.6 - 2.5 * frac, 6)}
+            if task != "pretrain":  # a contrastive pretraining run has no train accuracy
+                line["train/acc1"] = round(5 + (final_val + 8) * frac, 6)
+            line["lr"] = round(0.1 * (1 - frac) + 1e-4, 8)
+            lines.append(line)
+        frac = (e + 1) / epochs
+        if task == "pretrain":
+            lines.append({"step": step, "epoch": float(e + 1), "knn/acc1": round(final_val * frac, 6)})
+        else:
+            lines.append(
+                {
+                    "step": step,
+                    "epoch": float(e + 1),
+                    "val/loss": round(4.4 - 2.0 * frac, 6),
+                    "val/acc1": round(final_val * frac, 6),
+                    "val/acc5": round(min(100.0, final_val * frac + 25), 6),
+                }
+            )
+    if test_acc1 is not None and task != "pretrain":
+        lines.append({"step": step, "epoch": float(epochs), "test/acc1": test_acc1})
+    return lines
+
+
+def make_run(
+    root: Path,
+    name: str,
+    group: str,
+    seed: int = 0,
+    val_acc1: float | None = 40.0,
+    test_acc1: float | None = 39.0,
+    test_acc5: float | None = None,
+    *,
+    task: str = "probe",
+    status: str = "complete",
+    epochs: int = 5,
+    curves: bool = True,
+    config: dict[str, Any] | None = None,
+    **result: Any,
+) -> Path:
+    """Create ``root/name`` with config.toml, metrics.jsonl (if ``curves``) and result.json.
+
+    Extra keyword arguments are copied into result.json (``protocol``, ``fraction``, ...).
+    A ``None`` val/test accuracy leaves that block out, as a sweep trial without test would.
+    Returns the run directory.
+    """
+    run_dir = Path(root) / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config if config is not None else {"seed": seed, "optim": {"lr": 0.1, "epochs": epochs}, "model": {"name": result.get("model", "resnet18")}}
+    (run_dir / "config.toml").write_text(dump_toml(cfg), encoding="utf-8")
+    if curves:
+        lines = metrics_lines(epochs, task=task, final_val=val_acc1 if val_acc1 is not None else 30.0, test_acc1=test_acc1)
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+    res: dict[str, Any] = {"run": name, "status": status, "task": task, "group": group, "seed": seed, "epochs": epochs}
+    if val_acc1 is not None:
+        res["val"] = {"acc1": val_acc1, "acc5": min(100.0, val_acc1 + 25), "loss": 2.0}
+    if test_acc1 is not None:
+        res["test"] = {"acc1": test_acc1, "acc5": test_acc5 if test_acc5 is not None else min(100.0, test_acc1 + 25), "loss": 2.1}
+    res.update(result)
+    write_result(run_dir, res)
+    return run_dir
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    """(Over)write ``run_dir/result.json``."""
+    (Path(run_dir) / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+def make_study(root: Path, all_curves: bool = False) -> dict[str, list[Path]]:
+    """A small but complete study exercising every report section; returns run dirs by group.
+
+    - scratch (3 seeds, test mean 30.0) and SimCLR linear probe at 25/50/100% (100%: test mean
+      35.0), an ImageNet-supervised reference, a SimCLR pretraining run (kNN curves),
+    - a CNN and a ViT group with params/FLOPs/throughput,
+    - a 2-key sweep (heat map) with 2 seeds per trial and no test numbers,
+    - a single-seed fine-tuning group (std shown as "—"),
+    - one failed run and one directory with metrics but no result.json.
+
+    Only the scratch and pretraining groups log curves unless ``all_curves``:
+    figure rendering dominates the build time and the other groups add no new case.
+    """
+    root = Path(root)
+    runs: dict[str, list[Path]] = {}
+
+    def add(group: str, name: str, curves: bool = True, **kw: Any) -> None:
+        runs.setdefault(group, []).append(make_run(root, name, group, curves=curves or all_curves, **kw))
+
+    common_cnn = {"model": "resnet18", "family": "cnn", "params": 11_220_132, "flops_per_image": 5.6e8, "throughput_img_s": 5200.0}
+    for seed, (v, t) in enumerate([(30.5, 29.0), (31.0, 30.0), (31.5, 31.0)]):
+        add("Scratch / resnet18", f"scratch/s{seed}", seed=seed, val_acc1=v, test_acc1=t, task="train",
+            protocol="scratch", backbone_source="scratch", method="supervised", **common_cnn)
+    add("SimCLR pretrain (TIN 100%)", "simclr-tin-100/pretrain-s0", seed=0, val_acc1=None, test_acc1=None, task="pretrain",
+        protocol="pretrain", backbone_source="scratch", method="simclr", dataset="tiny-imagenet", fraction=1.0, epochs=4)
+    for frac, accs in [(0.25, [(28.0, 27.5), (28.6, 28.5)]), (0.5, [(31.0, 31.2), (31.8, 31.8)]), (1.0, [(35.2, 34.5), (35.9, 35.5)])]:
+        pct = int(frac * 100)
+        for seed, (v, t) in enumerate(accs):
+            add(f"SimCLR (TIN {pct}%) / linear", f"simclr-tin-{pct}/probe-s{seed}", curves=False, seed=seed, val_acc1=v, test_acc1=t,
+                protocol="linear-cached", backbone_source="simclr", method="simclr", dataset="tiny-imagenet", fraction=frac, model="resnet18")
+    for seed, t in enumerate([44.0, 45.0]):
+        add("ImageNet-supervised / linear", f"imagenet/probe-s{seed}", curves=False, seed=seed, val_acc1=t + 0.5, test_acc1=t,
+            protocol="linear-cached", backbone_source="imagenet-supervised", method="supervised", model="resnet18")
+    for seed, t in enumerate([38.0, 39.0]):
+        add("ViT-S/4 scratch", f"vit/s{seed}", curves=False, seed=seed, val_acc1=t + 1, test_acc1=t, task="train", protocol="scratch-vit",
+            backbone_source="random-init", method="supervised", model="vit-s4", family="vit", params=10_800_000,
+            flops_per_image=1.4e9, throughput_img_s=2100.0)
+    for lr in (1e-3, 3e-3):
+        for wd in (0.05, 0.1):
+            for seed in (0, 1):
+                acc = 30 + 1000 * lr + 10 * wd + seed * 0.5
+                add("vit-search", f"vit-search/lr{lr}-wd{wd}-s{seed}", curves=False, seed=seed, val_acc1=round(acc, 3), test_acc1=None,
+                    task="train", sweep="vit-search", sweep_params={"optim.lr": lr, "optim.weight_decay": wd}, model="vit-s4", epochs=2)
+    add("ImageNet-supervised / finetune", "imagenet/finetune-s0", curves=False, seed=0, val_acc1=53.1, test_acc1=52.3, task="finetune",
+        protocol="finetune-full", backbone_source="imagenet-supervised", method="supervised", model="resnet18")
+    add("ViT-S/4 scratch", "vit/s2-crashed", seed=2, val_acc1=None, test_acc1=None, task="train", status="failed", epochs=5)
+    orphan = root / "vit/s3-running"
+    orphan.mkdir(parents=True)
+    (orphan / "metrics.jsonl").write_text(json.dumps({"step": 10, "epoch": 0.5, "train/loss": 4.0}) + "\n{\"step\": 2", encoding="utf-8")
+    return runs

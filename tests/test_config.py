@@ -1,0 +1,75 @@
+import dataclasses
+import tomllib
+
+import pytest
+
+from reprlab.config import Config, describe, dumps_toml, field_comments, flatten, from_dict, load_config, to_dict
+from reprlab.errors import ReprlabError
+
+
+def _all_dataclasses(obj, seen=None):
+    seen = seen if seen is not None else set()
+    if type(obj) in seen:
+        return seen
+    seen.add(type(obj))
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            _all_dataclasses(v, seen)
+    return seen
+
+
+def test_every_default_has_a_one_line_comment():
+    for cls in _all_dataclasses(Config()):
+        comments = field_comments(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not comments.get(f.name)]
+        assert not missing, f"{cls.__name__} fields without a comment: {missing}"
+    assert all(c for _, _, c in describe())
+
+
+def test_overrides_are_typed_and_applied_in_order(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[optim]\nlr = 0.2\nname = "adamw"\n[train]\nepochs = 3\n[model.kwargs]\nwidth = 32\n')
+    cfg = load_config(f, ["optim.lr=0.05", "schedule.milestones=[1, 2]", "model.kwargs.depth=9", "views.crop_scale=[0.2, 1.0]"])
+    assert cfg.optim.lr == 0.05 and cfg.optim.name == "adamw" and cfg.train.epochs == 3
+    assert cfg.schedule.milestones == [1.0, 2.0] and all(isinstance(m, float) for m in cfg.schedule.milestones)
+    assert cfg.model.kwargs == {"width": 32, "depth": 9}
+    assert cfg.views.crop_scale == (0.2, 1.0)
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("optim.lrr=0.1", ["optim.lrr", "optim.lr"]),
+        ("trian.epochs=3", ["trian", "train"]),
+        ("train.epochs=ten", ["train.epochs", "int", "ten"]),
+        ("train.epochs=1.5", ["train.epochs", "int"]),
+        ("optim.nesterov=1", ["optim.nesterov", "true or false"]),
+        ("optim.name=sgdd", ["optim.name", "sgd"]),
+        ("train.batch_size=0", ["train.batch_size", "positive"]),
+        ("data.fraction=1.5", ["data.fraction"]),
+        ("optim", ["key=value"]),
+    ],
+)
+def test_bad_keys_and_values_are_named(override, words):
+    with pytest.raises(ReprlabError) as e:
+        load_config(None, [override])
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_unknown_key_in_file_names_file_and_suggestion(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[optim]\nweight_decy = 0.1\n")
+    with pytest.raises(ReprlabError, match=r"optim\.weight_decy.*bad\.toml.*optim\.weight_decay"):
+        load_config(f)
+
+
+def test_resolved_config_round_trips_through_toml():
+    cfg = load_config(None, ["optim.lr=0.003", "model.kwargs.width=16", 'run.name="x y"', "views.hue=0.0"])
+    text = dumps_toml(to_dict(cfg))
+    back = from_dict(tomllib.loads(text))
+    assert to_dict(back) == to_dict(cfg)
+    assert flatten(tomllib.loads(text))["optim.lr"] == 0.003

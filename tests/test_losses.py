@@ -1,0 +1,295 @@
+"""Tests for NT-Xent (Chen et al. 2020), the soft-target cross-entropy and the heads.
+
+The vectorised loss is checked against a slow float64 reference that walks over every anchor
+and every candidate with Python loops, so a masking or indexing slip in the matrix version
+shows up as a value or gradient mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reprlab.errors import ReprlabError
+from reprlab.losses import NTXentLoss, nt_xent, soft_cross_entropy
+from reprlab.models.heads import LinearHead, ProjectionHead
+
+
+def slow_nt_xent(z1: Tensor, z2: Tensor, temperature: float, extra: Tensor | None = None) -> Tensor:
+    """NT-Xent written pair by pair: anchor i, positive its partner, negatives all k != i."""
+    n = z1.shape[0]
+    # unbind (rather than indexing row by row) keeps autograd's backward cheap for N = 33.
+    unit = [v / v.norm() for v in list(z1.unbind(0)) + list(z2.unbind(0))]
+    unit_extra = [] if extra is None else [v / v.norm() for v in extra.unbind(0)]
+
+    total = []
+    for i in range(2 * n):
+        partner = i + n if i < n else i - n
+        numerator = torch.exp(torch.dot(unit[i], unit[partner]) / temperature)
+        terms = [
+            torch.exp(torch.dot(unit[i], unit[k]) / temperature) for k in range(2 * n) if k != i
+        ]
+        terms += [torch.exp(torch.dot(unit[i], other) / temperature) for other in unit_extra]
+        total.append(-torch.log(numerator / torch.stack(terms).sum()))
+    return torch.stack(total).sum() / (2 * n)
+
+
+def _grads(loss: Tensor, *inputs: Tensor) -> tuple[Tensor, ...]:
+    return torch.autograd.grad(loss, inputs)
+
+
+def _assert_rel_close(actual: Tensor, expected: Tensor, rel: float) -> None:
+    """Elementwise match relative to the tensor's scale (tiny entries can't be relatively exact)."""
+    actual, expected = actual.double(), expected.double()
+    scale = expected.abs().max().clamp_min(1e-12)
+    err = (actual - expected).abs().max()
+    assert err <= rel * scale, f"max err {err.item():.3e} > {rel:.0e} * scale {scale.item():.3e}"
+
+
+# ---------------------------------------------------------------------------------------------
+# NT-Xent
+
+
+@pytest.mark.parametrize("batch", [2, 3, 8, 33])
+@pytest.mark.parametrize("temperature", [0.07, 0.1, 0.5, 1.0])
+def test_nt_xent_matches_slow_reference_values_and_gradients(
+    batch: int, temperature: float
+) -> None:
+    gen = torch.Generator().manual_seed(1000 * batch + int(temperature * 100))
+    base1 = torch.randn(batch, 16, generator=gen, dtype=torch.float64)
+    # Correlated second view so the positives are not random pairs (a realistic regime).
+    base2 = base1 + 0.7 * torch.randn(batch, 16, generator=gen, dtype=torch.float64)
+
+    r1, r2 = base1.clone().requires_grad_(), base2.clone().requires_grad_()
+    ref = slow_nt_xent(r1, r2, temperature)
+    ref_g1, ref_g2 = _grads(ref, r1, r2)
+
+    # float32: the production dtype; agreement to ~1e-5 shows the float32 path is stable.
+    f1, f2 = base1.float().requires_grad_(), base2.float().requires_grad_()
+    got = nt_xent(f1, f2, temperature)
+    assert got.dtype == torch.float32
+    g1, g2 = _grads(got, f1, f2)
+    assert abs(got.item() - ref.item()) <= 1e-5 * abs(ref.item())
+    _assert_rel_close(g1, ref_g1, 1e-5)
+    _assert_rel_close(g2, ref_g2, 1e-5)
+
+    # float64 stays float64, so the formula itself must agree to near machine precision.
+    d1, d2 = base1.clone().requires_grad_(), base2.clone().requires_grad_()
+    got64 = nt_xent(d1, d2, temperature)
+    h1, h2 = _grads(got64, d1, d2)
+    assert got64.dtype == torch.float64
+    assert abs(got64.item() - ref.item()) <= 1e-10 * abs(ref.item())
+    _assert_rel_close(h1, ref_g1, 1e-9)
+    _assert_rel_close(h2, ref_g2, 1e-9)
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 2.0])
+def test_nt_xent_closed_form_aligned_positives_orthogonal_negatives(
+    batch: int, temperature: float
+) -> None:
+    # z1[i] = z2[i] = c_i * e_i: positives have similarity 1 and all 2N-2 negatives 0, so every
+    # anchor's loss is -log(e^{1/t} / (e^{1/t} + 2N - 2)) = log(1 + (2N - 2) e^{-1/t}).
+    scales = torch.arange(1, batch + 1, dtype=torch.float32)  # norms must not matter
+    z = torch.diag(scales)
+    z = torch.cat([z, torch.zeros(batch, 3)], dim=1)
+    expected = math.log1p((2 * batch - 2) * math.exp(-1.0 / temperature))
+    got = nt_xent(z, z.clone(), temperature)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nt_xent_gather_adds_remote_negatives() -> None:
+    gen = torch.Generator().manual_seed(7)
+    z1 = torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    z2 = z1 + 0.5 * torch.randn(4, 8, generator=gen, dtype=torch.float64)
+    # Rows "held by other ranks": deliberately not unit-norm, plus a learnable parameter so
+    # that gradients flowing back through the gathered rows are checked too.
+    remote = (3.0 * torch.randn(6, 8, generator=gen, dtype=torch.float64)).requires_grad_()
+    calls: list[tuple[int, ...]] = []
+
+    def fake_gather(local: Tensor) -> Tensor:
+        calls.append(tuple(local.shape))
+        # Local rows arrive L2-normalised; the hook returns only the other ranks' rows.
+        assert torch.allclose(local.norm(dim=1), torch.ones(8, dtype=local.dtype))
+        return remote
+
+    for temperature in (0.1, 0.5):
+        a1, a2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        ref = slow_nt_xent(a1, a2, temperature, extra=remote)
+        ref_grads = _grads(ref, a1, a2, remote)
+
+        b1, b2 = z1.float().requires_grad_(), z2.float().requires_grad_()
+        got = nt_xent(b1, b2, temperature, gather=fake_gather)
+        got_grads = _grads(got, b1, b2, remote)
+        assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+        for g, r in zip(got_grads, ref_grads):
+            _assert_rel_close(g, r, 1e-5)
+        # The extra negatives must actually change the loss (positives stay local).
+        assert got.item() > nt_xent(z1, z2, temperature).item() + 1e-3
+    assert calls == [(8, 8), (8, 8)]
+
+    # An empty gather (single rank) is the plain loss.
+    empty = nt_xent(z1, z2, 0.5, gather=lambda local: local.new_zeros(0, 8))
+    assert empty.item() == pytest.approx(nt_xent(z1, z2, 0.5).item(), rel=1e-12)
+
+
+def test_nt_xent_bf16_inputs_compute_in_float32_and_small_temperature_is_finite() -> None:
+    gen = torch.Generator().manual_seed(3)
+    z1 = torch.randn(16, 32, generator=gen).bfloat16()
+    z2 = (z1.float() + 0.1 * torch.randn(16, 32, generator=gen)).bfloat16()
+    got = nt_xent(z1, z2, 0.1)
+    assert got.dtype == torch.float32
+    ref = slow_nt_xent(z1.double(), z2.double(), 0.1)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+
+    # Huge logits (t = 1e-3 gives |logit| up to 1000) must not overflow to inf/nan.
+    huge = nt_xent(z1.float() * 1e4, z2.float() * 1e4, 1e-3)
+    assert torch.isfinite(huge)
+    a = z1.float().requires_grad_()
+    (g,) = _grads(nt_xent(a, z2.float(), 1e-3), a)
+    assert torch.isfinite(g).all()
+
+
+def test_nt_xent_module_wrapper() -> None:
+    loss = NTXentLoss(temperature=0.2)
+    assert loss.temperature == 0.2
+    assert "temperature=0.2" in repr(loss)
+    z1, z2 = torch.randn(5, 4), torch.randn(5, 4)
+    assert loss(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.2).item(), rel=1e-7)
+    loss.temperature = 0.9  # the attribute is what forward uses
+    assert loss(z1, z2).item() == pytest.approx(nt_xent(z1, z2, 0.9).item(), rel=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("z1", "z2", "temperature", "match"),
+    [
+        (torch.randn(1, 4), torch.randn(1, 4), 0.5, "batch size 1"),
+        (torch.randn(3, 4), torch.randn(4, 4), 0.5, r"\(3, 4\) and \(4, 4\)"),
+        (torch.randn(3, 4), torch.randn(3, 5), 0.5, r"\(3, 4\) and \(3, 5\)"),
+        (torch.randn(3), torch.randn(3), 0.5, "expected two equal"),
+        (torch.randn(3, 4), torch.randn(3, 4), 0.0, "temperature 0.0"),
+        (torch.randn(3, 4), torch.randn(3, 4), -1.0, "temperature -1.0"),
+        (torch.randn(3, 4), torch.randn(3, 4), float("nan"), "temperature nan"),
+        (torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.long), 0.5, "int64"),
+    ],
+)
+def test_nt_xent_rejects_bad_input(z1: Tensor, z2: Tensor, temperature: float, match: str) -> None:
+    with pytest.raises(ReprlabError, match=match):
+        nt_xent(z1, z2, temperature)
+
+
+def test_nt_xent_rejects_bad_gather_and_module_temperature() -> None:
+    z = torch.randn(3, 4)
+    with pytest.raises(ReprlabError, match=r"gather returned \(2, 5\)"):
+        nt_xent(z, z, gather=lambda local: torch.zeros(2, 5))
+    with pytest.raises(ReprlabError, match="temperature 0"):
+        NTXentLoss(temperature=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Soft-target cross-entropy
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5])
+def test_soft_cross_entropy_hard_labels_equal_torch(smoothing: float) -> None:
+    gen = torch.Generator().manual_seed(11)
+    logits = 3.0 * torch.randn(7, 10, generator=gen)
+    target = torch.randint(0, 10, (7,), generator=gen)
+    got = soft_cross_entropy(logits, target, label_smoothing=smoothing)
+    ref = F.cross_entropy(logits, target, label_smoothing=smoothing)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+
+    # Same through autograd: a wrong formula with a right value would still fail here.
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    (ga,) = _grads(soft_cross_entropy(a, target, smoothing), a)
+    (gb,) = _grads(F.cross_entropy(b, target, label_smoothing=smoothing), b)
+    torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
+
+    # A one-hot float target is the same distribution as the index target.
+    one_hot = F.one_hot(target, 10).float()
+    from_one_hot = soft_cross_entropy(logits, one_hot, smoothing)
+    assert from_one_hot.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_soft_cross_entropy_soft_targets_match_manual_sum(smoothing: float) -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 4, generator=gen, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(6, 4, generator=gen, dtype=torch.float64), dim=1)
+    total = 0.0
+    for i in range(6):
+        log_softmax_row = [
+            logits[i, c].item() - math.log(sum(math.exp(v) for v in logits[i].tolist()))
+            for c in range(4)
+        ]
+        q = [(1 - smoothing) * probs[i, c].item() + smoothing / 4 for c in range(4)]
+        total += -sum(qc * lc for qc, lc in zip(q, log_softmax_row))
+    expected = total / 6
+    got = soft_cross_entropy(logits, probs, label_smoothing=smoothing)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_soft_cross_entropy_bf16_logits_and_errors() -> None:
+    logits = torch.randn(4, 3).bfloat16()
+    target = torch.tensor([0, 2, 1, 1])
+    got = soft_cross_entropy(logits, target)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(F.cross_entropy(logits.float(), target).item(), rel=1e-6)
+
+    with pytest.raises(ReprlabError, match="class index 3"):
+        soft_cross_entropy(torch.randn(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(ReprlabError, match="class index -1"):
+        soft_cross_entropy(torch.randn(2, 3), torch.tensor([-1, 0]))
+    with pytest.raises(ReprlabError, match="label_smoothing 1.0"):
+        soft_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), label_smoothing=1.0)
+    with pytest.raises(ReprlabError, match=r"soft target has shape \(2, 4\)"):
+        soft_cross_entropy(torch.randn(2, 3), torch.rand(2, 4))
+    with pytest.raises(ReprlabError, match=r"hard target has shape \(3,\)"):
+        soft_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1, 2]))
+    with pytest.raises(ReprlabError, match=r"logits have shape \(6,\)"):
+        soft_cross_entropy(torch.randn(6), torch.tensor([0, 1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Heads
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_projection_head_structure_and_shape(num_layers: int, batch_norm: bool) -> None:
+    head = ProjectionHead(
+        12, hidden_dim=20, out_dim=6, num_layers=num_layers, batch_norm=batch_norm
+    )
+    modules = list(head.net)
+    linears = [m for m in modules if isinstance(m, nn.Linear)]
+    assert len(linears) == num_layers
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in modules) == (num_layers - 1) * batch_norm
+    assert sum(isinstance(m, nn.ReLU) for m in modules) == num_layers - 1
+    assert isinstance(modules[-1], nn.Linear)  # no activation on the embedding
+    assert linears[0].in_features == 12 and linears[-1].out_features == 6
+    assert head(torch.randn(4, 12)).shape == (4, 6)
+
+
+def test_projection_head_default_is_simclr_v1() -> None:
+    head = ProjectionHead(512)
+    kinds = [type(m) for m in head.net]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert head.net[0].out_features == 2048 and head.net[3].out_features == 128
+
+
+def test_linear_head_zero_bias_and_errors() -> None:
+    head = LinearHead(8, 100)
+    assert head(torch.randn(3, 8)).shape == (3, 100)
+    assert torch.count_nonzero(head.bias) == 0
+    assert torch.count_nonzero(head.weight) > 0
+    with pytest.raises(ReprlabError, match="num_classes=0"):
+        LinearHead(8, 0)
+    with pytest.raises(ReprlabError, match="num_layers=0"):
+        ProjectionHead(8, num_layers=0)
+    with pytest.raises(ReprlabError, match="hidden_dim=-3"):
+        ProjectionHead(8, hidden_dim=-3)

@@ -1,0 +1,122 @@
+"""End-to-end runs of the one training loop on the real CIFAR-100 (narrow ResNet, short budgets)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import torch
+
+from reprlab.cli import main
+
+pytestmark = pytest.mark.realdata
+
+TINY = ["model.kwargs.width=8", "train.batch_size=64", "train.progress=false", "train.eval_batch_size=2000", "train.num_threads=2"]
+
+
+def _run(argv, capsys=None):
+    code = main(argv)
+    return code
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_short_training_run_writes_a_complete_run_directory(data_root, cache_root, tmp_path, capsys):
+    argv = ["--data-root", str(data_root), "train", "--config", "configs/supervised/resnet18_scratch.toml", *TINY,
+            f'run.out_dir="{tmp_path}"', 'run.name="e2e"', f'data.cache_dir="{cache_root}"', "data.fraction=0.04",
+            "train.epochs=2", "train.log_every_steps=10", "schedule.warmup_epochs=0.0"]
+    assert main(argv) == 0
+    run = tmp_path / "e2e"
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "complete" and result["protocol"] == "scratch" and result["steps"] == 2 * (1800 // 64)
+    for part in ("val", "test"):
+        assert 0.0 <= result[part]["acc1"] <= 100.0 and result[part]["acc1"] <= result[part]["acc5"]
+    assert result["best_checkpoint"]["step"] in (28, 56) and result["final_checkpoint"]["step"] == 56
+    assert result["final_checkpoint"]["test"] and result["best_checkpoint"]["test"]
+    rows = _lines(run / "metrics.jsonl")
+    train_rows = [r for r in rows if "train/loss" in r]
+    val_rows = [r for r in rows if "val/acc1" in r]
+    assert [r["step"] for r in train_rows] == [10, 20, 28, 30, 40, 50, 56]
+    assert [r["step"] for r in val_rows] == [28, 56] and all("lr" in r and "train/acc1" in r for r in train_rows)
+    cfg = tomllib.loads((run / "config.toml").read_text())
+    assert cfg["model"]["kwargs"]["width"] == 8 and cfg["data"]["fraction"] == 0.04
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "git_sha" in env and env["device"] == "cpu"
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "checkpoints" / "best.pt").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["model_name"] == "resnet18" and ckpt["model_kwargs"] == {"width": 8} and ckpt["step"] == 56
+    # the same command again: complete, skipped, nothing rewritten
+    mtime = (run / "result.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (run / "result.json").stat().st_mtime_ns == mtime
+
+
+def _cli(args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    p = subprocess.run([sys.executable, "-m", "reprlab", *args], capture_output=True, text=True, env=env, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(p.stderr[-3000:])
+    return p
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(data_root, cache_root, tmp_path):
+    common = ["--data-root", str(data_root), "train", *TINY, f'data.cache_dir="{cache_root}"', "data.fraction=0.04",
+              "train.epochs=2", "train.log_every_steps=4", "train.checkpoint_every_steps=8", "train.deterministic=true",
+              "optim.lr=0.05", "schedule.name=\"cosine\"", "aug.mix.cutmix_prob=0.5", "train.eval_test=false"]
+    _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="straight"'])
+    killed = _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="killed"'], {"REPRLAB_TEST_KILL_AT_STEP": "43"}, check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "result.json").exists()
+    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["step"] == 40  # mid-epoch 2 (28 steps/epoch)
+    _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="killed"'])
+    a, b = _lines(tmp_path / "straight" / "metrics.jsonl"), _lines(tmp_path / "killed" / "metrics.jsonl")
+    assert a == b and len(a) > 10
+    ra, rb = (json.loads((tmp_path / n / "result.json").read_text()) for n in ("straight", "killed"))
+    assert ra["val"] == rb["val"] and ra["final_checkpoint"] == rb["final_checkpoint"]
+    wa = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["method"]
+    wb = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["method"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_non_finite_loss_stops_names_the_step_and_keeps_the_checkpoint(data_root, cache_root, tmp_path):
+    # lr jumps to 1e30 after epoch 1 (milestone 1, gamma 1e31): the loss overflows in epoch 2
+    p = _cli(["--data-root", str(data_root), "train", *TINY, f'data.cache_dir="{cache_root}"', "data.fraction=0.04",
+              f'run.out_dir="{tmp_path}"', 'run.name="nan"', "train.epochs=3", "optim.lr=0.1", "schedule.milestones=[1.0]",
+              "schedule.gamma=1e31", "train.log_every_steps=2", "train.eval_test=false"], check=False)
+    assert p.returncode == 3, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("reprlab: error: non-finite loss at step ") and "Traceback" not in p.stderr
+    bad = int(last.split("step ")[1].split()[0])
+    assert 28 < bad <= 56
+    ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["step"] == 28 and all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
+    assert not (tmp_path / "nan" / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["model.name=\"resnet19\""], ["unknown model 'resnet19'", "resnet18"]),
+        (["optim.mommentum=0.9"], ["optim.mommentum", "optim.momentum"]),
+        (["train.epochs=\"many\""], ["train.epochs", "expected int"]),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(data_root, cache_root, tmp_path, capsys, args, words):
+    code = main(["--data-root", str(data_root), "train", *TINY, f'run.out_dir="{tmp_path}"', f'data.cache_dir="{cache_root}"', *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("reprlab: error:")
+    for w in words:
+        assert w in err[0]
+
+
+def test_missing_data_root_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("REPRLAB_DATA", raising=False)
+    code = main(["--data-root", str(tmp_path / "none"), "train", "data.download=false", f'run.out_dir="{tmp_path}"', f'data.cache_dir="{tmp_path}/c"'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cifar-100-python.tar.gz" in err[0] and "--data-root" in err[0]
