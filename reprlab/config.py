@@ -70,7 +70,7 @@ class OptimConfig:
     weight_decay: float = 5e-4  # L2 / decoupled weight decay
     no_decay_norm_bias: bool = True  # exclude norm weights and biases from weight decay
     grad_clip: float = 0.0  # clip the global gradient norm to this value; 0 = off
-    backbone_lr_mult: float = 1.0  # learning-rate multiplier of backbone parameters (fine-tuning)
+    backbone_lr_mult: float = 0.1  # full fine-tuning: learning-rate multiplier of the pretrained backbone (head: 1x)
 
 
 @dataclass

@@ -178,13 +178,15 @@ def test_resnet18_best_match_is_the_preset_and_really_instantiates() -> None:
 
 def test_match_ranking_and_filters() -> None:
     all_found = match_vit(11_220_132, tolerance=0.01, top=None)
+    assert len(all_found) >= 4
     assert all(abs(c.rel_gap) <= 0.01 for c in all_found)
     keys = [(int(abs(c.rel_gap) / GAP_BIN), c.shape_penalty) for c in all_found]
     assert keys == sorted(keys)
     # A FLOP target and tolerance keep only shapes within it, ranked by FLOP gap inside a bin.
     target = 1_500_000_000
-    with_flops = match_vit(11_220_132, tolerance=0.02, flops_target=target, flops_tolerance=0.01, top=None)
-    assert with_flops and all(abs(c.flops - target) <= 0.01 * target for c in with_flops)
+    with_flops = match_vit(11_220_132, tolerance=0.02, flops_target=target, flops_tolerance=0.01, top=4)
+    assert len(with_flops) == 4 and all(abs(c.flops - target) <= 0.01 * target for c in with_flops)
+    assert [int(abs(c.rel_gap) / GAP_BIN) for c in with_flops] == sorted(int(abs(c.rel_gap) / GAP_BIN) for c in with_flops)
     assert all(c.flops_rel_gap is not None for c in with_flops)
     # Head width 32 only when asked.
     narrow = match_vit(11_220_132, head_dims=(32,), top=2)
@@ -254,7 +256,16 @@ def test_cli_params_times_light_but_not_heavy(capsys) -> None:
     assert "add --heavy" in out
 
 
+def test_cli_params_list(capsys) -> None:
+    assert _cli("params", ["--list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[3:]}
+    assert "heavy" in rows["vit_b16_plus6_224"] and "heavy" not in rows["vit_c100_r18"]
+    assert {"vgg11_bn", "vgg13_bn", "vgg16_bn", "vit", "vit_c100_tiny", "vit_c100_small"} <= rows.keys()
+
+
 def test_cli_params_rejects_unknown_model_and_bad_batch() -> None:
+    with pytest.raises(ReprlabError, match="--list"):
+        _cli("params", [])
     with pytest.raises(ReprlabError, match="resnet18"):
         _cli("params", ["resnet81", "--no-throughput"])
     with pytest.raises(ReprlabError, match="--batch"):
@@ -266,6 +277,7 @@ def test_cli_match_prints_ranked_overrides(capsys) -> None:
     out = capsys.readouterr().out
     assert "depth=9 dim=320 heads=5 mlp_ratio=4 patch_size=4" in out
     assert "11,220,132" in out and "11,166,180" in out and "-0.48%" in out
+    assert "model.name=vit model.kwargs.depth=9 model.kwargs.dim=320" in out
 
 
 def test_cli_match_flops_and_empty(capsys) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,8 +56,8 @@ __all__ = [
 _LUMA = (0.2989, 0.587, 0.114)
 
 # Indices of the colour ops inside a per-sample jitter order (same order as torchvision's
-# ColorJitter lists them).
-_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
+# ColorJitter lists them), and a marker for "no op" in a jitter schedule.
+_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE, _NO_OP = 0, 1, 2, 3, 4
 
 # Number of crop boxes tried before falling back to a centre crop (torchvision uses 10).
 _CROP_TRIES = 10
@@ -385,7 +385,7 @@ def resized_crop(images: Tensor, crop: Tensor, size: int, flip: Tensor | None = 
 
 def _resized_crop(images: Tensor, crop: Tensor, size: int, flip: Tensor | None, scratch: _Scratch) -> Tensor:
     """:func:`resized_crop` with the sampling grid (and float input) in ``scratch``."""
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     ref = torch.empty(0, dtype=torch.float32, device=images.device)
     top, left, ch, cw = crop.to(ref).unbind(dim=1)
     ys = _crop_coords(top, ch, size)
@@ -558,8 +558,11 @@ class ViewAugment:
     def apply(self, images_uint8: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Apply the given per-sample parameters; deterministic, so tests can fix them.
 
-        Order, as in the SimCLR pipeline: resized crop and flip, colour jitter (each sample in
-        its own op order), grayscale, blur, solarise, then normalisation.
+        ``params`` has the keys and shapes :meth:`sample_params` returns (see
+        :func:`identity_params`); each row of ``order`` must be a permutation of 0..3
+        (brightness, contrast, saturation, hue). Order, as in the SimCLR pipeline: resized crop
+        and flip, colour jitter (each sample in its own op order), grayscale, blur, solarise,
+        then normalisation.
         """
         _check_images(images_uint8)
         n = images_uint8.shape[0]
@@ -569,24 +572,15 @@ class ViewAugment:
         x = _resized_crop(images_uint8, p["crop"], self.cfg.size, p["flip"], self._scratch)
         x.mul_(1.0 / 255.0)
 
-        jitter = p["jitter"]
-        order = p["order"].long()
-        # Round in which each jittered sample rotates its hue (4 = never). Zero shifts are
-        # skipped: they are the identity, and the hue rotation is the costliest op.
-        hue_round = (order == _HUE).to(torch.uint8).argmax(dim=1)
-        hue_round = torch.where(jitter & (p["hue"] != 0), hue_round, torch.full_like(hue_round, 4))
-        # One host sync for every data-dependent decision: how many samples rotate hue in each
-        # round, and how many jitter, turn gray, blur or solarise.
-        counts = torch.cat(
-            (
-                torch.bincount(hue_round, minlength=5)[:4],
-                torch.stack([jitter.sum(), p["grayscale"].sum(), p["blur"].sum(), p["solarize"].sum()]),
-            )
-        ).tolist()
-        hue_sizes, (n_jitter, n_gray, n_blur, n_solarize) = counts[:4], counts[4:]
+        schedule, hue_rows = _jitter_schedule(p["order"].long(), p["jitter"], p["hue"])
+        # One host sync for every data-dependent decision: how many samples each jitter step
+        # touches, and how many rotate hue, turn gray, blur or solarise.
+        step_counts = (schedule != _NO_OP).sum(dim=0)
+        flags = torch.stack([hue_rows.sum(), p["grayscale"].sum(), p["blur"].sum(), p["solarize"].sum()])
+        counts = torch.cat((step_counts, flags)).tolist()
+        steps, (n_hue, n_gray, n_blur, n_solarize) = counts[:_STEPS], counts[_STEPS:]
 
-        if n_jitter:
-            self._jitter(x, p, order, hue_round, hue_sizes)
+        self._jitter(x, p, schedule, steps, hue_rows, n_hue)
         if n_gray:
             # lerp with an exact 0/1 weight returns either input unchanged.
             luma = _luma_into(x, self._scratch.get("luma", (n, 1, *x.shape[2:]), x))
@@ -599,52 +593,91 @@ class ViewAugment:
             idx = _first_true(p["solarize"], n_solarize)
             x.index_copy_(0, idx, solarize(x.index_select(0, idx), self.cfg.solarize_threshold))
 
-        mean, std = self._stats_on(images_uint8.device)
-        return x.sub_(mean).div_(std)
+        # (x - mean) / std as one fused pass: x * (1 / std) + (-mean / std).
+        scale, shift = self._stats_on(images_uint8.device)
+        return torch.addcmul(shift, x, scale, out=x)
 
     def _jitter(
-        self, x: Tensor, p: dict[str, Tensor], order: Tensor, hue_round: Tensor, hue_sizes: list[int]
+        self,
+        x: Tensor,
+        p: dict[str, Tensor],
+        schedule: Tensor,
+        steps: list[int],
+        hue_rows: Tensor,
+        n_hue: int,
     ) -> None:
-        """Colour jitter in place, with a per-sample op order, in four batched rounds.
+        """Colour jitter in place, following :func:`_jitter_schedule`.
 
-        In round r every jittered sample applies the op at position r of its own order.
         Brightness, contrast and saturation are all ``clamp(f * x + (1 - f) * g)`` with g = 0,
-        the grayscale mean, or the grayscale image, so one fused blend (a lerp towards g by
-        1 - f) serves every sample in the round; weight 0 leaves a sample bit-for-bit as it
-        was. Hue rotation runs only on the samples whose round it is, gathered into a sub-batch.
+        the grayscale mean, or the grayscale image, so one fused blend serves every sample in
+        a step (f = 1 leaves a sample bit for bit as it was). The hue step rotates only the
+        samples that have a hue shift, gathered into one sub-batch.
         """
-        jitter = p["jitter"]
         n = x.shape[0]
         scratch = self._scratch
         one = torch.ones_like(p["brightness"])
-        factors = torch.stack((p["brightness"], p["contrast"], p["saturation"], one), dim=1).to(x.dtype)
-        hue_order = torch.argsort(hue_round, stable=True)
-        start = 0
-        for r in range(4):
-            op = order[:, r]
-            f = torch.where(jitter, factors.gather(1, op.view(-1, 1)).squeeze(1), one)
-            w_gray = _per_sample(jitter & (op == _SATURATION), x)
-            w_mean = _per_sample(jitter & (op == _CONTRAST), x)
+        factors = torch.stack((p["brightness"], p["contrast"], p["saturation"], one, one), dim=1).to(x.dtype)
+        for step, count in enumerate(steps):
+            if step == _HUE_STEP:
+                if n_hue:
+                    idx = _first_true(hue_rows, n_hue)
+                    sub = scratch.get("hue_sub", (n_hue, *x.shape[1:]), x)
+                    torch.index_select(x, 0, idx, out=sub)
+                    x.index_copy_(0, idx, _rotate_hue_(sub, p["hue"][idx], scratch))
+                continue
+            if not count:  # no sample has an op in this step
+                continue
+            op = schedule[:, step]
+            f = _per_sample(factors.gather(1, op.view(-1, 1)).squeeze(1), x)
+            w_gray = _per_sample(op == _SATURATION, x)
+            w_mean = _per_sample(op == _CONTRAST, x)
             target = _luma_into(x, scratch.get("luma", (n, 1, *x.shape[2:]), x))
             # Take the mean before target is overwritten in place.
             mean = target.mean(dim=(1, 2, 3), keepdim=True).mul_(w_mean)
-            target.mul_(w_gray).add_(mean)
-            x.lerp_(target, _per_sample(1.0 - f, x)).clamp_(0.0, 1.0)
-            size = hue_sizes[r]
-            if size:
-                idx = hue_order[start : start + size]
-                sub = torch.index_select(x, 0, idx, out=scratch.get("hue_sub", (size, *x.shape[1:]), x))
-                x.index_copy_(0, idx, _rotate_hue_(sub, p["hue"][idx], scratch))
-                start += size
+            # f * x + (1 - f) * g, in the order torchvision's blend computes it.
+            target.mul_(w_gray).add_(mean).mul_(1.0 - f).mul_(0.5)
+            torch.addcmul(target, x, f, out=x).clamp_(0.0, 1.0)
 
     def _stats_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """Mean/std as (1, 3, 1, 1) tensors on ``device``, cached."""
+        """Normalisation as (1, 3, 1, 1) ``1 / std`` and ``-mean / std`` on ``device``, cached."""
         if device not in self._stats:
+            mean = torch.tensor(self.mean, dtype=torch.float64).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float64).view(1, 3, 1, 1)
             self._stats[device] = (
-                torch.tensor(self.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-                torch.tensor(self.std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                (1.0 / std).to(device=device, dtype=torch.float32),
+                (-mean / std).to(device=device, dtype=torch.float32),
             )
         return self._stats[device]
+
+
+# Jitter schedule: three steps for the ops before hue, one hue step, three for those after.
+_STEPS = 7
+_HUE_STEP = 3
+
+
+def _jitter_schedule(order: Tensor, jitter: Tensor, hue: Tensor) -> tuple[Tensor, Tensor]:
+    """Align every sample's jitter order on one shared hue step.
+
+    Applying op ``order[b, r]`` in round r for r = 0..3 would need a hue rotation in each of
+    the four rounds, each on a different quarter of the batch, and the rotation is the costly
+    op. Each sample's ops are independent of the others', though, so only the order within a
+    sample matters: shift each sample's sequence so that its hue lands on step 3. A sample
+    whose hue comes at position k runs its k earlier ops in steps 3-k..2 and its later ones
+    from step 4 on; unused steps are no-ops. That costs two more (cheap) blend steps and
+    saves three hue rotations.
+
+    Returns the (B, 7) op per step (``_NO_OP`` for idle steps and for samples without
+    jitter; step 3 is hue or idle) and the (B,) mask of samples that rotate hue.
+    """
+    n = order.shape[0]
+    hue_pos = (order == _HUE).to(torch.uint8).argmax(dim=1)
+    idle = torch.full((n, _HUE_STEP), _NO_OP, dtype=order.dtype, device=order.device)
+    padded = torch.cat((idle, order, idle), dim=1)
+    steps = torch.arange(_STEPS, device=order.device)
+    schedule = padded.gather(1, steps + hue_pos.view(-1, 1))
+    schedule = torch.where(jitter.view(-1, 1), schedule, torch.full_like(schedule, _NO_OP))
+    # A zero shift is the identity; skipping it saves the costliest op.
+    return schedule, jitter & (hue != 0)
 
 
 def _first_true(mask: Tensor, count: int) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from reprlab.config import Config, load_config
 
@@ -14,8 +15,17 @@ def add_run_arguments(p: argparse.ArgumentParser, default_config: str | None = N
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-def resolve(args: argparse.Namespace, extra: list[str] = ()) -> Config:
-    cfg = load_config(args.config, [*extra, *args.overrides])
+REPO = Path(__file__).resolve().parents[2]
+
+
+def recipe(name: str) -> str:
+    """Path of a recipe shipped in the repository's configs/ folder."""
+    return str(REPO / "configs" / name)
+
+
+def resolve(args: argparse.Namespace, extra: list[str] = (), default_config: str | None = None) -> Config:
+    """Defaults <- --config (or the command's default recipe) <- command flags <- overrides."""
+    cfg = load_config(args.config or default_config, [*extra, *args.overrides])
     return cfg
 
 

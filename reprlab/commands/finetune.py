@@ -4,7 +4,7 @@ either only the head (``--mode head``, backbone frozen in eval mode) or every la
 
 from __future__ import annotations
 
-from reprlab.commands._common import add_run_arguments, print_result, resolve
+from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve
 from reprlab.config import dumps_toml, to_dict
 
 NAME = "finetune"
@@ -24,7 +24,7 @@ def run(args) -> int:
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
     extra += [f'eval.finetune_mode="{args.mode}"'] if args.mode else []
-    cfg = resolve(args, ["optim.backbone_lr_mult=0.1", "data.dataset=\"cifar100\"", *extra])
+    cfg = resolve(args, ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0

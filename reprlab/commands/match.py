@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from reprlab.errors import ReprlabError
 
 NAME = "match"
@@ -31,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from reprlab.commands.params import print_table
     from reprlab.models.flops import FLOP_CONVENTION, count_flops, count_params
     from reprlab.models.match import match_vit
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "ranked by parameter gap (0.5% bins), " + ("then FLOP gap, " if flops is not None else "")
         + "then closeness to width/depth 32 and MLP ratio 4; counts verified by instantiation",
         f"build one with model name 'vit' and these kwargs; {FLOP_CONVENTION}",
+        "train #1: reprlab train model.name=vit " + " ".join(f"model.kwargs.{kv}" for kv in found[0].override().split()),
     ]
-    print_table(f"ViTs within ±{args.tolerance:.1%} of {what}", headers, rows, notes)
+    print_table(f"ViTs within ±{args.tolerance:.1%} of {what}", headers, rows, notes, left=(len(headers) - 1,))
     return 0

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import torch
-
 from reprlab.errors import ReprlabError
 
 NAME = "params"
@@ -20,7 +18,8 @@ HELP = "parameter count, FLOPs/image and train/eval throughput of registered mod
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("models", nargs="+", metavar="MODEL", help="registered model names, e.g. resnet18 vgg11_bn vit_c100_small")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="registered model names, e.g. resnet18 vgg11_bn vit_c100_small")
+    p.add_argument("--list", action="store_true", help="list the registered models and exit")
     p.add_argument("--batch", type=int, default=128, help="batch size for throughput (default 128)")
     p.add_argument("--device", default="cpu", help="device for throughput, e.g. cpu or cuda (default cpu)")
     p.add_argument("--no-throughput", action="store_true", help="only count parameters and FLOPs")
@@ -30,10 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=100, help="classifier width (default 100)")
 
 
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], notes: Sequence[str] = ()) -> None:
+def print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[str]], notes: Sequence[str] = (), left: Sequence[int] = (0,)
+) -> None:
     """Print a table with ``rich`` when it is installed, else as aligned plain text.
 
-    The first column is left-aligned (names), the others right-aligned (numbers).
+    Columns whose index is in ``left`` (text) are left-aligned, the others (numbers) right-aligned.
     """
     try:
         from rich.console import Console
@@ -42,7 +43,8 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]
         widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
         def line(cells: Sequence[str]) -> str:
-            return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            cols = (str(c).ljust(w) if i in left else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            return "  ".join(cols).rstrip()
 
         print(title)
         print(line(headers))
@@ -54,7 +56,7 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]
         return
     table = Table(title=title)
     for i, h in enumerate(headers):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        table.add_column(h, justify="left" if i in left else "right")
     for r in rows:
         table.add_row(*[str(c) for c in r])
     console = Console()
@@ -68,9 +70,19 @@ def _fmt_rate(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprlab.models.flops import FLOP_CONVENTION, count_flops, count_params, measure_throughput, resolve_device
-    from reprlab.models.registry import create_model, get_entry
+    # Imported here so that building the CLI parser does not pay for torch.
+    import torch
 
+    from reprlab.models.flops import FLOP_CONVENTION, count_flops, count_params, measure_throughput, resolve_device
+    from reprlab.models.registry import create_model, get_entry, list_models
+
+    if args.list:
+        entries = [get_entry(n) for n in list_models()]
+        rows = [[e.name, e.family, str(e.input_size), "heavy" if e.heavy else "", e.description] for e in entries]
+        print_table("registered models", ["model", "family", "input", "", "description"], rows, left=(0, 1, 3, 4))
+        return 0
+    if not args.models:
+        raise ReprlabError("no model named; expected one or more registered names (see `reprlab params --list`)")
     if args.batch < 1:
         raise ReprlabError(f"--batch {args.batch} is not usable; expected a positive int")
     timing = not args.no_throughput
@@ -109,5 +121,6 @@ def run(args: argparse.Namespace) -> int:
         ["model", "family", "input", "params", "M", "GFLOPs/img", "train img/s", "eval img/s"],
         rows,
         notes,
+        left=(0, 1),
     )
     return 0

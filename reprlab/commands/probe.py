@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from reprlab.commands._common import add_run_arguments, print_result, resolve
+from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve
 from reprlab.config import dumps_toml, to_dict
 
 NAME = "probe"
@@ -28,7 +28,8 @@ def run(args) -> int:
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
     extra += ['eval.protocol="augment"'] if args.augment else []
-    cfg = resolve(args, ['data.dataset="cifar100"', *extra])
+    default = recipe("probe/linear_augment.toml") if args.augment else None
+    cfg = resolve(args, ['data.dataset="cifar100"', *extra], default)
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0

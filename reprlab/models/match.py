@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -184,4 +184,4 @@ def _verify(c: Candidate, num_classes: int, img_size: int, check_flops: bool) ->
         measured = count_flops(model, img_size)
         if measured != c.flops:
             raise RuntimeError(f"closed-form ViT FLOPs {c.flops} != counted {measured} for {c.override()}")
-    return Candidate(**{**c.__dict__, "verified": True})
+    return replace(c, verified=True)

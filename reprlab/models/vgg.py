@@ -5,7 +5,7 @@ CIFAR variants (``vgg11_bn``, ``vgg13_bn``, ``vgg16_bn``): torchvision's convolu
 max-pools) turn a 32x32 image into a 512x1x1 map. The head is the one most CIFAR reproductions
 use: global average pooling (a no-op at 1x1; it only lets other input sizes work) followed by a
 **single** ``Linear(512, num_classes)``. The paper's two 4096-wide hidden layers are dropped: on a
-1x1 map they would add ~17.8 M parameters that see one 512-vector, which would make VGG look
+1x1 map they would add ~19.2 M parameters that see one 512-vector, which would make VGG look
 bigger than the ResNets and ViTs it is compared with for no benefit on 32 px inputs.
 
 The ImageNet preset ``vgg11_bn_imagenet224`` is torchvision's ``vgg11_bn`` unchanged: 7x7

@@ -141,6 +141,8 @@ class ViT(VisionTransformer):
 
     def set_drop_path(self, drop_path_rate: float) -> None:
         """Reset stochastic depth to grow linearly from 0 to ``drop_path_rate`` over the blocks."""
+        if not isinstance(drop_path_rate, (int, float)) or not 0.0 <= drop_path_rate < 1.0:
+            raise ReprlabError(f"ViT drop_path_rate={drop_path_rate!r} is not usable; expected a number in [0, 1)")
         n = len(self.blocks)
         for i, blk in enumerate(self.blocks):
             rate = drop_path_rate * i / (n - 1) if n > 1 else 0.0

@@ -125,7 +125,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
     step, best = 0, {"metric": method.selection_metric, "value": -math.inf, "step": None}
     resumed_from = None
     if run.last.is_file():
-        ckpt = _load_checkpoint(run.last, device)
+        ckpt = _load_checkpoint(run.last)
         method.load_state_dict(ckpt["method"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -249,9 +249,9 @@ def method_meta(method: Method, cfg: Config) -> dict:
     }
 
 
-def _load_checkpoint(path: Path, device: torch.device) -> dict:
+def _load_checkpoint(path: Path) -> dict:
     try:
-        return torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
     except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is a user-facing condition
         raise ReprlabError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run") from None
 

@@ -1,0 +1,43 @@
+"""``reprlab study``: run a whole experiment (a DAG of runs and sweeps) from one study file.
+
+``reprlab study run NAME|FILE [--workers N] [--only PATTERN] [--dry-run] [--out DIR]`` and
+``reprlab study list`` (the built-in studies with their description and GPU-hour estimate).
+The file format and the runner are documented in :mod:`reprlab.studies.study`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "study"
+HELP = "run a study (runs and sweeps in dependency order; skips complete runs, resumes interrupted ones)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    r = sub.add_parser("run", help="run (or --dry-run) a study", description="Run a study: each run is a `reprlab` child process; complete runs are skipped, interrupted ones resume.")
+    r.add_argument("study", metavar="NAME|FILE", help="a built-in study name (see `reprlab study list`) or a study TOML file")
+    r.add_argument("--workers", type=int, default=1, help="runs executed in parallel (one GPU each, round-robin; on CPU the cores are split)")
+    r.add_argument("--only", action="append", metavar="PATTERN", help="only runs whose expanded name matches this fnmatch pattern (repeatable); refuses when a selected run needs an incomplete unselected one")
+    r.add_argument("--dry-run", action="store_true", help="list every run in order with its command line and what would happen, start nothing")
+    r.add_argument("--out", metavar="DIR", help="output folder (default: the study's out_dir, runs/<name>)")
+    r.add_argument("--data-root", default=argparse.SUPPRESS, help="folder holding the datasets (passed to every run)")
+    sub.add_parser("list", help="list the built-in studies", description="List the built-in studies with their description and estimated GPU-hours.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reprlab.studies import study as st
+
+    if args.study_command == "list":
+        rows = [st.read_header(p) for p in st.builtin_studies()]
+        width = max((len(r["name"]) for r in rows), default=4)
+        for r in rows:
+            hours = f"{r['gpu_hours']:g} GPU-h" if r["gpu_hours"] is not None else "? GPU-h"
+            print(f"{r['name']:<{width}}  {hours:>12}  {r['description']}")
+        return 0
+    path = st.find_study(args.study)
+    study = st.load_study(path, out_dir=args.out)
+    data_root = getattr(args, "data_root", None)
+    if args.dry_run:
+        return st.dry_run(study, args.only, data_root)
+    return st.run_study(study, workers=args.workers, only=args.only, data_root=data_root)
