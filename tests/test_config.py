@@ -73,3 +73,12 @@ def test_resolved_config_round_trips_through_toml():
     back = from_dict(tomllib.loads(text))
     assert to_dict(back) == to_dict(cfg)
     assert flatten(tomllib.loads(text))["optim.lr"] == 0.003
+
+
+def test_cnn_and_vit_recipes_are_identical_except_the_model():
+    a = flatten(to_dict(load_config("configs/cnn_vs_vit/resnet18.toml")))
+    b = flatten(to_dict(load_config("configs/cnn_vs_vit/vit.toml")))
+    differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert "model.name" in differ and "run.family" in differ
+    assert all(k.startswith("model.") or k == "run.family" for k in differ), differ
+    assert a["aug.mix.cutmix_prob"] == 1.0 and a["optim.no_decay_norm_bias"] is True

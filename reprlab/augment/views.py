@@ -185,18 +185,19 @@ def blur_kernel_size(size: int, frac: float) -> int:
 #
 # Why the code avoids some obvious spellings: on the CPU this was tuned on, ``torch.where`` and
 # comparison ops on image-sized tensors ran 10-30x slower than plain arithmetic (they take a
-# slow path for bool tensors), and a fresh image-sized buffer cost more in page faults than the
-# arithmetic that fills it. So selections are written as arithmetic with exact 0/1 weights (``lerp``
-# with weight 0 or 1 returns one of its inputs bit for bit), and the pipeline keeps its
-# temporaries in a reusable :class:`_Scratch` pool instead of allocating them per call.
+# slow path for bool tensors), and a fresh image-sized buffer cost more in page faults than
+# the arithmetic that fills it. So selections are written as arithmetic with exact 0/1
+# weights (``lerp`` with weight 0 or 1 returns one of its inputs bit for bit), and the
+# pipeline keeps its temporaries in a reusable :class:`_Scratch` pool instead of allocating
+# them per call.
 # ---------------------------------------------------------------------------------------------
 
 
 class _Scratch:
     """Named scratch buffers, kept between calls and grown on demand.
 
-    ``get`` returns a view of the first ``prod(shape)`` elements, so smaller requests (the
-    sub-batches of a round) reuse the storage of larger ones. The contents are garbage until
+    ``get`` returns a view of the first ``prod(shape)`` elements, so smaller requests (a
+    sub-batch, a smaller last batch) reuse the storage of larger ones. The contents are garbage until
     written; callers never hand these buffers to the user.
     """
 
@@ -383,8 +384,10 @@ def resized_crop(images: Tensor, crop: Tensor, size: int, flip: Tensor | None = 
     return _resized_crop(images, crop, size, flip, _Scratch())
 
 
-def _resized_crop(images: Tensor, crop: Tensor, size: int, flip: Tensor | None, scratch: _Scratch) -> Tensor:
-    """:func:`resized_crop` with the sampling grid (and float input) in ``scratch``."""
+def _resized_crop(
+    images: Tensor, crop: Tensor, size: int, flip: Tensor | None, scratch: _Scratch, scale: float = 1.0
+) -> Tensor:
+    """:func:`resized_crop` of ``images * scale``, with the grid and float input in ``scratch``."""
     n, _, h, w = images.shape
     ref = torch.empty(0, dtype=torch.float32, device=images.device)
     top, left, ch, cw = crop.to(ref).unbind(dim=1)
@@ -397,8 +400,10 @@ def _resized_crop(images: Tensor, crop: Tensor, size: int, flip: Tensor | None, 
     # Pixel coordinate p maps to (2p + 1) / side - 1 in grid_sample's [-1, 1] convention.
     grid[..., 0] = xs.mul_(2.0 / w).add_(1.0 / w - 1.0).view(n, 1, size)
     grid[..., 1] = ys.mul_(2.0 / h).add_(1.0 / h - 1.0).view(n, size, 1)
-    if images.dtype != torch.float32:
-        images = scratch.get("input", images.shape, ref).copy_(images)
+    if images.dtype != torch.float32 or scale != 1.0:
+        # A copy then an in-place scale: ``torch.mul(uint8, float, out=...)`` measured far
+        # slower, as it casts through a fresh temporary.
+        images = scratch.get("input", images.shape, ref).copy_(images).mul_(scale)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -568,9 +573,8 @@ class ViewAugment:
         n = images_uint8.shape[0]
         p = _check_params(params, n, images_uint8.device)
 
-        # Resampling is linear, so scaling to [0, 1] after the crop gives the same result.
-        x = _resized_crop(images_uint8, p["crop"], self.cfg.size, p["flip"], self._scratch)
-        x.mul_(1.0 / 255.0)
+        # Scaled to [0, 1] while converting to float; resampling is linear, so it commutes.
+        x = _resized_crop(images_uint8, p["crop"], self.cfg.size, p["flip"], self._scratch, 1.0 / 255.0)
 
         schedule, hue_rows = _jitter_schedule(p["order"].long(), p["jitter"], p["hue"])
         # One host sync for every data-dependent decision: how many samples each jitter step
@@ -635,7 +639,7 @@ class ViewAugment:
             # Take the mean before target is overwritten in place.
             mean = target.mean(dim=(1, 2, 3), keepdim=True).mul_(w_mean)
             # f * x + (1 - f) * g, in the order torchvision's blend computes it.
-            target.mul_(w_gray).add_(mean).mul_(1.0 - f).mul_(0.5)
+            target.mul_(w_gray).add_(mean).mul_(1.0 - f)
             torch.addcmul(target, x, f, out=x).clamp_(0.0, 1.0)
 
     def _stats_on(self, device: torch.device) -> tuple[Tensor, Tensor]:

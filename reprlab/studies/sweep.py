@@ -169,14 +169,15 @@ class SweepSpec:
 
     def definition(self, base_overrides: list[str]) -> dict:
         """What makes trials comparable; a storage holding another definition is refused."""
-        return {
+        # through JSON, so it compares equal to the copy read back from the storage (tuples -> lists)
+        return json.loads(json.dumps({
             "command": self.command,
             "config": Path(self.config).name,
             "overrides": [*base_overrides, *self.overrides],
             "args": self.args,
             "metric": self.metric,
             "space": {k: {f: v for f, v in asdict(p).items() if v is not None and f != "key"} for k, p in self.space.items()},
-        }
+        }))
 
 
 def _parse_param(key: str, raw: Any, where: str) -> Param:
@@ -619,7 +620,15 @@ def _make_sampler(spec: SweepSpec, n_existing: int):
     optuna = _optuna()
     seed = spec.seed if n_existing == 0 else (spec.seed * 1_000_003 + n_existing * 7919 + os.getpid()) % 2**31
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({k: p.grid_values() for k, p in spec.space.items()}, seed=seed)
+
+        class _Grid(optuna.samplers.GridSampler):
+            # GridSampler calls study.stop() once the grid is used up, which only works inside
+            # study.optimize(); our ask/tell loop stops by itself (the target is capped at the
+            # grid size), so the stop request is dropped.
+            def after_trial(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        return _Grid({k: p.grid_values() for k, p in spec.space.items()}, seed=seed)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)

@@ -161,7 +161,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), device=device)
     seen = 0
-    t_start, t_imgs = time.perf_counter(), 0
+    t_start, t_imgs, t_paused = time.perf_counter(), 0, 0.0  # paused: evaluation and checkpoint time
     method.set_train_mode()
     order = None
     try:
@@ -205,13 +205,14 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                 row = {"train/loss": stacked.mean().item(), "lr": cfg.optim.lr * factor}
                 if n_correct is not None:
                     row["train/acc1"] = 100.0 * correct.item() / seen
-                elapsed = time.perf_counter() - t_start
+                elapsed = time.perf_counter() - t_start - t_paused
                 logger.log(step, step / steps_per_epoch, row, {"perf/img_per_s": t_imgs / max(elapsed, 1e-9)})
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
                 losses, seen = [], 0
                 correct.zero_()
                 if end_of_epoch:
+                    t_pause = time.perf_counter()
                     ep = math.ceil(step / steps_per_epoch)
                     if method.eval_due(ep, step == total_steps):
                         metrics = method.evaluate("val", ep)
@@ -222,8 +223,11 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                             best = {"metric": method.selection_metric, "value": value, "step": step, "val": metrics}
                             checkpoint(run.best)
                     checkpoint(run.last)
+                    t_paused += time.perf_counter() - t_pause
                 elif ckpt_every and step % ckpt_every == 0:
+                    t_pause = time.perf_counter()
                     checkpoint(run.last)
+                    t_paused += time.perf_counter() - t_pause
             if kill_at and step == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     finally:
@@ -231,7 +235,8 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
             bar.close()
         logger.close()
     wall = time.perf_counter() - t_start
-    result = FitResult(step=step, epochs_done=math.ceil(step / steps_per_epoch), best=best, resumed_from=resumed_from, wall_time_s=wall, throughput_img_s=t_imgs / max(wall, 1e-9))
+    train_time = max(wall - t_paused, 1e-9)
+    result = FitResult(step=step, epochs_done=math.ceil(step / steps_per_epoch), best=best, resumed_from=resumed_from, wall_time_s=wall, throughput_img_s=t_imgs / train_time)
     return result
 
 

@@ -69,7 +69,9 @@ def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
         final_val = method.evaluate("val", fitres.epochs_done) if _has_labels(method) else {}
         final_test = method.evaluate("test", fitres.epochs_done) if _wants_test(cfg, method) else {}
         best_test, best_val = {}, fitres.best.get("val", {})
-        if run.best.is_file() and _wants_test(cfg, method):
+        if fitres.best.get("step") == fitres.step:
+            best_test = final_test  # the final checkpoint is the best one: test it once, not twice
+        elif run.best.is_file() and _wants_test(cfg, method):
             ckpt = torch.load(run.best, map_location=device, weights_only=False)
             method.load_state_dict(ckpt["method"])
             best_test = method.evaluate("test", fitres.epochs_done)
@@ -108,6 +110,19 @@ def build_method(cfg: Config, kind: str, splits, device):
     return get_method(name)(cfg, splits, device)
 
 
+def _flops(method) -> int | None:
+    """FLOPs of one forward pass at the run's input size (FlopCounterMode convention)."""
+    from reprlab.models.flops import count_flops
+
+    model = method.backbone
+    size = getattr(method, "input_size", None) or model.input_size
+    was = model.training
+    try:
+        return int(count_flops(model, size))
+    finally:
+        model.train(was)
+
+
 def _split(metrics: dict, prefix: str) -> dict:
     return {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(prefix + "/")}
 
@@ -126,6 +141,7 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
         "seed": cfg.train.seed,
         "model": getattr(method.backbone, "model_name", cfg.model.name),
         "params": count_params(method.backbone),
+        "flops_per_image": _flops(method),
         "throughput_img_s": round(fitres.throughput_img_s, 1),
         "protocol": PROTOCOLS[kind],
         "backbone_source": (bb["source"] if bb else ("scratch" if kind == "train" else cfg.method.name)),

@@ -1,0 +1,418 @@
+"""Study files (expansion, references, errors), dry runs, the scheduler with a fake executor,
+and the real runner: SIGKILL mid-run, re-run, and the results of a clean run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reprlab.cli import main
+from reprlab.errors import ReprlabError
+from reprlab.studies.study import dry_run, expand, load_study, run_argv, run_study
+
+SCRATCH = "configs/supervised/resnet18_scratch.toml"
+SIMCLR = "configs/pretrain/simclr_cifar100.toml"
+
+
+def _write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+PIPELINE = f"""
+[study]
+name = "pipe"
+overrides = ["train.epochs=2"]
+
+[[run]]
+name = "simclr"
+command = "pretrain"
+config = "{SIMCLR}"
+seeds = [0, 1]
+grid = {{ "data.fraction" = [0.1, 0.25] }}
+
+[[run]]
+name = "probe"
+command = "probe"
+backbone = "{{simclr}}"
+seeds = [0, 1]
+match = {{ "data.fraction" = [0.1, 0.25] }}
+group = "SimCLR / linear"
+
+[[run]]
+name = "scratch"
+command = "train"
+config = "{SCRATCH}"
+grid = {{ "optim.weight_decay" = [5e-4, 1e-3] }}
+"""
+
+
+def test_seeds_and_grid_expand_into_named_instances_with_the_values_in_the_config(tmp_path):
+    study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
+    names = list(study.nodes)
+    assert names[:4] == ["simclr-f0.1-s0", "simclr-f0.1-s1", "simclr-f0.25-s0", "simclr-f0.25-s1"]
+    assert set(names) == {*names[:4], "probe-f0.1-s0", "probe-f0.1-s1", "probe-f0.25-s0", "probe-f0.25-s1", "scratch-wd0.0005", "scratch-wd0.001"}
+    argv = run_argv(study, study.nodes["simclr-f0.25-s1"], None)
+    assert "data.fraction=0.25" in argv and "train.seed=1" in argv and 'run.sweep_keys=["data.fraction"]' in argv
+    assert 'run.name="simclr-f0.25-s1"' in argv and f'run.out_dir="{tmp_path / "out"}"' in argv
+    assert argv.index("train.epochs=2") < argv.index("data.fraction=0.25")  # study overrides first
+    assert "optim.weight_decay=0.001" in run_argv(study, study.nodes["scratch-wd0.001"], None)
+
+
+def test_a_reference_resolves_to_the_instance_with_the_same_axes_and_match_is_not_applied(tmp_path):
+    study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
+    node = study.nodes["probe-f0.25-s1"]
+    assert node.deps == ["simclr-f0.25-s1"]
+    argv = run_argv(study, node, "/data")
+    assert argv[argv.index("--backbone") + 1] == str(tmp_path / "out" / "simclr-f0.25-s1" / "checkpoints" / "last.pt")
+    assert not any(a.startswith("data.fraction=") for a in argv)  # an axis for matching only
+    assert argv[argv.index("--data-root") + 1] == "/data" and argv[argv.index("--data-root") + 2] == "probe"
+    # the group names the fraction, so two fractions never pool into one report group
+    assert 'run.group="SimCLR / linear (f=0.25)"' in argv
+    assert list(study.nodes).index("simclr-f0.25-s1") < list(study.nodes).index("probe-f0.25-s1")
+
+
+def test_a_single_valued_axis_of_the_target_is_not_ambiguous(tmp_path):
+    text = f"""
+[[run]]
+name = "pre"
+command = "pretrain"
+config = "{SIMCLR}"
+seeds = [3]
+[[run]]
+name = "probe"
+command = "probe"
+backbone = "{{pre}}"
+"""
+    study = load_study(_write(tmp_path, text))
+    assert study.nodes["probe"].deps == ["pre-s3"] and study.out_dir == Path("runs/study")
+
+
+@pytest.mark.parametrize(
+    "runs, words",
+    [
+        # the target varies over seeds, the referencing run has none
+        ('[[run]]\nname = "a"\ncommand = "pretrain"\nconfig = "%s"\nseeds = [0, 1]\n'
+         '[[run]]\nname = "b"\ncommand = "probe"\nbackbone = "{a}"\n' % SIMCLR, ["'b' refers to {a}", "'seed'", "ambiguous"]),
+        ('[[run]]\nname = "a"\ncommand = "pretrain"\nconfig = "%s"\ngrid = { "data.fraction" = [0.1, 0.5] }\n'
+         '[[run]]\nname = "b"\ncommand = "probe"\nbackbone = "{a}"\n' % SIMCLR, ["'b' refers to {a}", "'data.fraction'", "ambiguous"]),
+        ('[[run]]\nname = "a"\ncommand = "pretrain"\nconfig = "%s"\ngrid = { "data.fraction" = [0.1, 0.5] }\n'
+         '[[run]]\nname = "b"\ncommand = "probe"\nbackbone = "{a}"\nmatch = { "data.fraction" = [0.3] }\n' % SIMCLR, ["no instance of 'a'", "data.fraction=0.3"]),
+        ('[[run]]\nname = "a"\ncommand = "finetune"\nbackbone = "{b}"\n[[run]]\nname = "b"\ncommand = "finetune"\nbackbone = "{a}"\n', ["dependency cycle", "a -> b -> a"]),
+        ('[[run]]\nname = "a"\ncommand = "probe"\nbackbone = "{simclrr}"\n[[run]]\nname = "simclr"\ncommand = "train"\n', ["{simclrr} names no run", "did you mean 'simclr'"]),
+        ('[[run]]\nname = "a"\ncommand = "train"\nseed = [0]\n', ["unknown key 'seed'", "did you mean 'seeds'"]),
+        ('[study]\ndescripton = "x"\n[[run]]\nname = "a"\ncommand = "train"\n', ["[study]", "unknown key 'descripton'", "did you mean 'description'"]),
+        ('[[runs]]\nname = "a"\n', ["unknown key 'runs'", "did you mean 'run'"]),
+        ('[[run]]\nname = "a"\ncommand = "trian"\n', ["command 'trian'", "did you mean 'train'"]),
+        ('[[run]]\nname = "a"\ncommand = "train"\noverrides = ["optim.lrr=0.1"]\n', ["run 'a'", "optim.lrr", "optim.lr"]),
+        ('[[run]]\nname = "a"\ncommand = "train"\nconfig = "configs/nope.toml"\n', ["'a'", "configs/nope.toml", "not found"]),
+        ('[[run]]\nname = "a"\ncommand = "train"\nbest_of = "search"\n', ["best_of 'search' is not a [[sweep]]"]),
+        ('[[run]]\nname = "a"\ncommand = "train"\nseeds = [0]\n[[run]]\nname = "a-s0"\ncommand = "train"\n', ["'a-s0' occurs twice"]),
+    ],
+)
+def test_bad_study_files_are_one_line_errors_naming_the_problem(tmp_path, runs, words):
+    f = _write(tmp_path, runs)
+    with pytest.raises(ReprlabError) as e:
+        load_study(f)
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_cli_prints_a_bad_study_as_one_line_with_exit_2(tmp_path, capsys):
+    f = _write(tmp_path, '[[run]]\nname = "a"\ncommand = "train"\nseed = [0]\n')
+    assert main(["study", "run", str(f), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reprlab: error:") and "seeds" in err[0]
+    assert main(["study", "run", "quik"]) == 2
+    assert "did you mean 'quick'" in capsys.readouterr().err
+
+
+def _complete(run_dir: Path, acc: float = 50.0, **extra) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "result.json").write_text(json.dumps({"status": "complete", "val": {"acc1": acc}, "test": {"acc1": acc - 1}, **extra}))
+
+
+def test_dry_run_lists_runs_in_dependency_order_with_reasons(tmp_path):
+    import torch
+
+    text = f"""
+[[run]]
+name = "probe"
+command = "probe"
+backbone = "{{pre}}"
+seeds = [0, 1]
+[[run]]
+name = "pre"
+command = "pretrain"
+config = "{SIMCLR}"
+seeds = [0, 1]
+"""
+    out = tmp_path / "out"
+    study = load_study(_write(tmp_path, text), out_dir=out)
+    _complete(out / "pre-s0", 41.0)
+    (out / "pre-s1" / "checkpoints").mkdir(parents=True)
+    torch.save({"step": 7, "method": {}}, out / "pre-s1" / "checkpoints" / "last.pt")
+    buf = io.StringIO()
+    dry_run(study, out=buf)
+    lines = buf.getvalue().splitlines()
+    runs = [ln for ln in lines if ln[:4].strip().rstrip(".").isdigit()]
+    # file order among runs that are ready, but never before a dependency
+    assert [ln.split()[1] for ln in runs] == ["pre-s0", "probe-s0", "pre-s1", "probe-s1"]
+    assert "complete: skip" in runs[0] and "val 41.00" in runs[0]
+    assert runs[1].split()[2:] == ["new"]
+    assert "resume from step 7" in runs[2]
+    assert "new; waits for pre-s1" in runs[3]
+    cmd = lines[lines.index(runs[3]) + 1]
+    assert cmd.strip().startswith("reprlab probe --backbone") and "pre-s1/checkpoints/last.pt" in cmd
+    assert "2 complete" not in lines[1] and "1 complete, 1 to resume, 2 new" in lines[1]
+    assert not (out / "study.toml").exists()  # a dry run writes nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler, with a fake executor standing in for `python -m reprlab ...`
+
+
+class FakeProc:
+    def __init__(self, argv, log, fail: bool, steps: int):
+        self.argv, self.log, self.fail, self.left = argv, log, fail, steps
+        self.run_dir = Path(json.loads(next(a for a in argv if a.startswith("run.out_dir=")).split("=", 1)[1])) / log.parent.name
+        self.code = None
+
+    def poll(self):
+        if self.code is None:
+            self.left -= 1
+            if self.left <= 0:
+                if self.fail:
+                    self.log.write_text("Traceback...\nreprlab: error: it broke\n")
+                    self.code = 2
+                else:
+                    _complete(self.run_dir, 10.0 + len(self.run_dir.name))
+                    self.code = 0
+        return self.code
+
+    def terminate(self):
+        self.code = -15
+
+    kill = terminate
+
+    def wait(self, timeout=None):
+        return self.code
+
+
+class FakeLauncher:
+    def __init__(self, fail=(), steps=2):
+        self.fail, self.steps, self.started, self.events = set(fail), steps, [], []
+
+    def __call__(self, argv, log, env):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        name = log.parent.name
+        # every dependency must be complete before a run starts
+        for i, a in enumerate(argv):
+            if a == "--backbone":
+                assert (Path(argv[i + 1]).parents[1] / "result.json").is_file(), f"{name} started before its backbone"
+        self.started.append(name)
+        return FakeProc(argv, log, name in self.fail, self.steps)
+
+
+def test_a_failed_run_blocks_only_its_dependents_and_the_exit_status_lists_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
+    launcher = FakeLauncher(fail={"simclr-f0.1-s1"})
+    buf = io.StringIO()
+    code = run_study(study, workers=2, out=buf, executor=launcher)
+    assert code == 1
+    assert sorted(launcher.started) == sorted(n for n in study.nodes if n != "probe-f0.1-s1")
+    err = capsys.readouterr().err
+    assert "1 failed: simclr-f0.1-s1 (exit 2: reprlab: error: it broke" in err and "1 blocked: probe-f0.1-s1" in err
+    assert "blocked  probe-f0.1-s1  needs simclr-f0.1-s1" in buf.getvalue()
+    # fixed and re-run: only the failed run and its dependent start; complete runs are skipped
+    launcher2 = FakeLauncher()
+    assert run_study(study, workers=2, out=io.StringIO(), executor=launcher2) == 0
+    assert launcher2.started == ["simclr-f0.1-s1", "probe-f0.1-s1"]
+    assert len(launcher.started) == len(set(launcher.started))  # nothing ran twice
+
+
+def test_only_refuses_when_a_selected_run_needs_an_incomplete_unselected_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
+    with pytest.raises(ReprlabError, match=r"--only: 'probe-f0.1-s0' needs 'simclr-f0.1-s0', which is incomplete and not selected"):
+        run_study(study, only=["probe-*"], executor=FakeLauncher())
+    buf = io.StringIO()
+    dry_run(study, only=["probe-*"], out=buf)
+    assert "BLOCKED: needs simclr-f0.1-s0" in buf.getvalue() and "scratch" not in buf.getvalue()
+    with pytest.raises(ReprlabError, match="matches no run"):
+        run_study(study, only=["nothing*"], executor=FakeLauncher())
+    launcher = FakeLauncher()
+    assert run_study(study, only=["simclr-f0.1-*", "probe-f0.1-*"], out=io.StringIO(), executor=launcher) == 0
+    assert sorted(launcher.started) == ["probe-f0.1-s0", "probe-f0.1-s1", "simclr-f0.1-s0", "simclr-f0.1-s1"]
+
+
+def test_a_second_runner_of_the_same_study_is_refused(tmp_path):
+    from reprlab.studies.study import DirLock
+
+    study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
+    with DirLock(tmp_path / "out" / ".study.lock", "x"):
+        with pytest.raises(ReprlabError, match="in use by another process"):
+            run_study(study, executor=FakeLauncher())
+
+
+def test_best_of_waits_for_the_sweep_and_applies_its_best_parameters(tmp_path, monkeypatch):
+    from test_sweep import FakeExecutor
+
+    from reprlab.studies.sweep import run_sweep
+
+    text = f"""
+[[sweep]]
+name = "search"
+command = "train"
+config = "{SCRATCH}"
+sampler = "grid"
+pruner = "none"
+[sweep.space]
+"optim.lr" = [0.1, 0.01]
+
+[[run]]
+name = "final"
+command = "train"
+config = "{SCRATCH}"
+best_of = "search"
+seeds = [0, 1]
+overrides = ["train.epochs=9"]
+"""
+    out = tmp_path / "out"
+    study = load_study(_write(tmp_path, text), out_dir=out)
+    assert list(study.nodes) == ["search", "final-s0", "final-s1"] and study.nodes["final-s1"].deps == ["search"]
+    buf = io.StringIO()
+    dry_run(study, out=buf)
+    assert "new sweep: 0/2 trials" in buf.getvalue() and "waits for search" in buf.getvalue() and "<+ best parameters of search>" in buf.getvalue()
+    ex = FakeExecutor([[30.0], [60.0]])
+    run_sweep(study.nodes["search"].spec, out, executor=ex, poll_s=0.001, out=io.StringIO())
+    best_lr = next(r.params["optim.lr"] for r in ex.runs if r.curve[-1] == 60.0)
+    buf = io.StringIO()
+    dry_run(study, out=buf)
+    text_out = buf.getvalue()
+    assert "search    complete: skip" in text_out
+    argv = run_argv(study, study.nodes["final-s0"], None, {"optim.lr": best_lr})
+    assert f"optim.lr={best_lr!r}" in text_out and f"optim.lr={best_lr!r}" in argv
+    assert 'run.sweep_keys=["optim.lr"]' in argv and argv.index(f"optim.lr={best_lr!r}") < argv.index("train.epochs=9")
+    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    launcher = FakeLauncher()
+    assert run_study(study, out=io.StringIO(), executor=launcher) == 0
+    assert launcher.started == ["final-s0", "final-s1"]  # the complete sweep is skipped
+
+
+def test_builtin_studies_are_listed_with_description_and_gpu_hours(capsys):
+    assert main(["study", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    by_name = {ln.split()[0]: ln for ln in lines}
+    assert set(by_name) >= {"quick", "ssl_vs_supervised", "cnn_vs_vit"}
+    assert "GPU-h" in by_name["ssl_vs_supervised"] and "Tiny ImageNet" in by_name["ssl_vs_supervised"]
+
+
+def test_builtin_ssl_study_expands_to_the_full_design():
+    from reprlab.studies.study import find_study
+
+    study = load_study(find_study("ssl_vs_supervised"), out_dir="runs/x")
+    names = list(study.nodes)
+    assert len([n for n in names if n.startswith("simclr-")]) == 12 and len([n for n in names if n.startswith("full-sup-")]) == 12
+    assert study.nodes["head-simclr-f0.5-s2"].deps == ["simclr-f0.5-s2"]
+    argv = run_argv(study, study.nodes["head-simclr-f0.5-s2"], None)
+    assert argv[argv.index("--mode") + 1] == "head" and not any(a.startswith("data.fraction") for a in argv)
+    assert "eval.resolution=224" in run_argv(study, study.nodes["probe-imagenet-224-s1"], None)
+    assert study.gpu_hours and study.gpu_hours > 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The real runner on the real CIFAR-100: kill -9 mid-run, re-run, compare with a clean run
+
+TINY = ["model.kwargs.width=4", "data.fraction=0.01", "train.batch_size=64", "train.epochs=2", "train.eval_test=false",
+        "train.deterministic=true", "train.checkpoint_every_steps=2", "train.log_every_steps=2", "data.val_size=500",
+        "train.eval_batch_size=1000", 'model.name="resnet18"', "train.num_threads=1"]
+
+
+def _tiny_study(tmp_path: Path, cache_root: Path) -> Path:
+    overrides = [*TINY, f'data.cache_dir="{cache_root}"']
+    return _write(tmp_path, f"""
+[study]
+name = "tiny"
+overrides = {json.dumps(overrides)}
+
+[[run]]
+name = "net"
+command = "train"
+config = "{SCRATCH}"
+seeds = [0, 1]
+""")
+
+
+def _study_cli(data_root, *args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, **kw)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.mark.realdata
+def test_sigkill_mid_run_then_rerun_gives_the_clean_results_exactly_once(data_root, cache_root, tmp_path):
+    f = _tiny_study(tmp_path, cache_root)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    names = ["net-s0", "net-s1"]
+
+    # 1. net-s0's child dies by SIGKILL after step 3 (its last checkpoint: step 2), like a dead
+    #    machine; the runner reports it and starts net-s1, and at that moment we SIGKILL the
+    #    runner's whole process group too
+    runner = subprocess.Popen([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", str(f), "--out", str(killed)],
+                              env={**os.environ, "REPRLAB_TEST_KILL_AT_STEP": "3"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (killed / "net-s1" / "log.txt").exists():
+        assert runner.poll() is None, runner.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    runner.stdout.close()
+    import torch
+
+    assert torch.load(killed / "net-s0" / "checkpoints" / "last.pt", weights_only=False)["step"] == 2
+    assert not any((killed / n / "result.json").exists() for n in names)
+
+    # 2. the same command again, with two workers: resumes net-s0, runs net-s1, each started once
+    p = _study_cli(data_root, f, "--out", killed, "--workers", "2")
+    assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-2000:]
+    assert "resume   net-s0  from step 2" in p.stdout
+    for n in names:
+        assert len([ln for ln in p.stdout.splitlines() if ln.split()[2:4] in (["start", n], ["resume", n])]) == 1
+        assert json.loads((killed / n / "result.json").read_text())["steps"] == 14
+    assert "resuming" in (killed / "net-s0" / "log.txt").read_text().split("\n=== ")[-1]
+    # one directory per expanded run, no temp files left behind
+    assert sorted(p.name for p in killed.iterdir() if p.is_dir()) == names
+    assert not [p for p in killed.rglob("*") if ".tmp" in p.name]
+
+    # 3. the interrupted run ends exactly like an uninterrupted one (deterministic on CPU)
+    p = _study_cli(data_root, f, "--out", clean, "--only", "net-s0")
+    assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-2000:]
+    assert sorted(p.name for p in clean.iterdir() if p.is_dir()) == ["net-s0"]
+    assert _lines(killed / "net-s0" / "metrics.jsonl") == _lines(clean / "net-s0" / "metrics.jsonl")
+    a, b = (json.loads((d / "net-s0" / "result.json").read_text()) for d in (clean, killed))
+    assert a["val"] == b["val"] and a["final_checkpoint"] == b["final_checkpoint"]
+
+    # 4. once more: nothing starts, nothing is rewritten
+    stamps = {p: p.stat().st_mtime_ns for n in names for p in (killed / n / "result.json", killed / n / "metrics.jsonl", killed / n / "log.txt")}
+    p = _study_cli(data_root, f, "--out", killed)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count(" skip ") == 2 and " start " not in p.stdout
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
