@@ -134,4 +134,4 @@ def test_simclr_pretrain_then_probe_and_finetune_on_real_data(data_root, cache_r
     assert main([*common, "finetune", "--backbone", str(ckpt), "--mode", "head", *tiny, 'run.name="ft"', "train.epochs=1", "train.max_steps=5",
                  "train.batch_size=64", "train.eval_batch_size=2000"]) == 0
     ft = json.loads((tmp_path / "ft" / "result.json").read_text())
-    assert ft["protocol"] == "finetune-head" and ft["backbone_source"] == "checkpoint" and ft["method"] == "simclr" and ft["steps"] == 5
+    assert ft["protocol"] == "finetune-head" and ft["backbone_source"] == "simclr" and ft["method"] == "simclr" and ft["steps"] == 5

@@ -32,3 +32,16 @@ def resolve(args: argparse.Namespace, extra: list[str] = (), default_config: str
 def print_result(result: dict) -> None:
     keys = ("run", "protocol", "val", "test")
     print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
+
+
+def run_task(args: argparse.Namespace, kind: str, extra: list[str] = (), default_config: str | None = None) -> int:
+    """Resolve the config and run one task through the loop (``--print-config`` only prints it)."""
+    from reprlab.config import dumps_toml, to_dict
+    from reprlab.train.task import execute
+
+    cfg = resolve(args, extra, default_config)
+    if args.print_config:
+        print(dumps_toml(to_dict(cfg)), end="")
+        return 0
+    print_result(execute(cfg, kind, args.config))
+    return 0

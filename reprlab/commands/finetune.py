@@ -4,8 +4,7 @@ either only the head (``--mode head``, backbone frozen in eval mode) or every la
 
 from __future__ import annotations
 
-from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve
-from reprlab.config import dumps_toml, to_dict
+from reprlab.commands._common import add_run_arguments, recipe, resolve, run_task
 
 NAME = "finetune"
 HELP = "fine-tune a pretrained backbone on CIFAR-100 (--mode full | head)"
@@ -19,14 +18,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from reprlab.train.task import execute
-
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
     extra += [f'eval.finetune_mode="{args.mode}"'] if args.mode else []
-    cfg = resolve(args, ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))
-    if args.print_config:
-        print(dumps_toml(to_dict(cfg)), end="")
-        return 0
-    print_result(execute(cfg, f"finetune-{cfg.eval.finetune_mode}", args.config))
-    return 0
+    mode = args.mode or resolve(args, extra, recipe("finetune/resnet18.toml")).eval.finetune_mode
+    return run_task(args, f"finetune-{mode}", ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))

@@ -7,10 +7,7 @@ the training loop. Both verify afterwards that the backbone is bit-identical to 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve
+from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve, run_task
 from reprlab.config import dumps_toml, to_dict
 
 NAME = "probe"
@@ -27,59 +24,52 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
-    extra += ['eval.protocol="augment"'] if args.augment else []
-    default = recipe("probe/linear_augment.toml") if args.augment else None
-    cfg = resolve(args, ['data.dataset="cifar100"', *extra], default)
+    cfg = resolve(args, ['data.dataset="cifar100"', *extra])
+    if args.augment or cfg.eval.protocol == "augment":
+        return run_task(args, "probe-augment", ['data.dataset="cifar100"', 'eval.protocol="augment"', *extra], recipe("probe/linear_augment.toml"))
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
-        return 0
-    if cfg.eval.protocol == "augment":
-        from reprlab.train.task import execute
-
-        print_result(execute(cfg, "probe-augment", args.config))
         return 0
     print_result(run_cached(cfg, args.config))
     return 0
 
 
+class FeatureCache:
+    """Features of a probe run, kept in its run directory so a re-run skips the extraction."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def load(self):
+        import torch
+
+        return torch.load(self.path, weights_only=True) if self.path.is_file() else None
+
+    def save(self, feats) -> None:
+        from reprlab.train.rundir import atomic_torch_save
+
+        atomic_torch_save(feats, self.path)
+
+
 def run_cached(cfg, config_path: str | None = None) -> dict:
+    """The cached linear protocol as a run: run directory, metrics.jsonl (the L2 sweep), result.json."""
+    import json
+
     from reprlab.data.registry import load_splits
-    from reprlab.eval.backbones import load_backbone
+    from reprlab.eval.backbones import backbone_source, load_backbone
     from reprlab.eval.probe import cached_probe
     from reprlab.models.flops import count_params
-    from reprlab.train.rundir import RunDir, atomic_torch_save, read_result
-    from reprlab.train.task import default_group, run_name, setup
+    from reprlab.train.task import default_group, run_once
 
-    import torch
-
-    device = setup(cfg)
-    name = run_name(cfg, "probe", config_path)
-    run = RunDir(Path(cfg.run.out_dir) / name)
-    if run.is_complete():
-        print(f"{run.path}: already complete (delete result.json to rerun)", file=sys.stderr)
-        return read_result(run.path)
-    run.open(cfg, device)
-    try:
+    def body(run, device, name: str) -> dict:
         splits = load_splits(cfg.data)
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
-
-        class FeatureCache:
-            path = run.path / "features.pt"
-
-            def load(self):
-                return torch.load(self.path, weights_only=True) if self.path.is_file() else None
-
-            def save(self, feats):
-                atomic_torch_save(feats, self.path)
-
-        out = cached_probe(bb, splits, cfg, device, FeatureCache())
+        out = cached_probe(bb, splits, cfg, device, FeatureCache(run.path / "features.pt"))
         with open(run.metrics_file, "w") as f:
-            import json
-
             for i, row in enumerate(out["l2_sweep"]):
                 f.write(json.dumps({"step": i, "epoch": i, "probe/l2": row["l2"], "probe/val_acc1": row["val_acc1"], "probe/train_acc1": row["train_acc1"]}) + "\n")
         info = bb.info
-        result = {
+        return {
             "run": name,
             "status": "complete",
             "task": "probe",
@@ -88,7 +78,7 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
             "model": getattr(bb.model, "model_name", None),
             "params": count_params(bb.model),
             "protocol": "linear-cached",
-            "backbone_source": bb.source if bb.source != "checkpoint" else (info.get("method") or "checkpoint"),
+            "backbone_source": backbone_source(bb),
             "method": info.get("method"),
             "dataset": info.get("dataset"),
             "fraction": info.get("fraction"),
@@ -100,7 +90,5 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
             "config": "config.toml",
             **out,
         }
-        run.write_result(result)
-    finally:
-        run.unlock()
-    return result
+
+    return run_once(cfg, "probe", config_path, body)

@@ -29,6 +29,14 @@ class Backbone:
     info: dict  # what result.json records: method, dataset, fraction, epochs of the pretraining
 
 
+def backbone_source(bb: Backbone) -> str:
+    """The label reports group by: simclr | supervised-pretrain | imagenet-supervised | random-init."""
+    if bb.source != "checkpoint":
+        return bb.source
+    method = bb.info.get("method") or "checkpoint"
+    return "supervised-pretrain" if method == "supervised" else method
+
+
 def load_backbone(spec: str, cfg, data_mean, data_std) -> Backbone:
     """``spec``: a checkpoint path, ``imagenet-supervised`` or ``random-init`` (uses cfg.model)."""
     if not spec:

@@ -11,7 +11,6 @@ backbone parameter and BN buffer is checked to be bit-identical to before.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 

@@ -9,7 +9,6 @@ crop + flip, optional RandAugment and random erasing, CutMix/Mixup with soft tar
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from reprlab.augment.basic import random_crop, random_flip

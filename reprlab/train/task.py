@@ -12,14 +12,13 @@ import hashlib
 import json
 import re
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from reprlab.config import Config, dumps_toml, flatten, get_key, to_dict
+from reprlab.config import Config, flatten, get_key, to_dict
 from reprlab.data.registry import load_splits
-from reprlab.errors import ReprlabError
 from reprlab.train.loop import fit, resolve_device, seed_everything
 from reprlab.train.rundir import RunDir, read_result
 
@@ -53,8 +52,9 @@ def setup(cfg: Config) -> torch.device:
     return resolve_device(cfg.train.device)
 
 
-def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
-    """Run (or resume, or skip if complete) one training run; returns its result.json."""
+def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[RunDir, torch.device, str], dict]) -> dict:
+    """Name the run, skip it if complete, else lock its directory, run ``body`` and write the
+    result it returns as ``result.json`` (last, atomically: its presence marks completion)."""
     device = setup(cfg)
     name = run_name(cfg, kind, config_path)
     run = RunDir(Path(cfg.run.out_dir) / name)
@@ -63,6 +63,17 @@ def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
         return read_result(run.path)
     run.open(cfg, device)
     try:
+        result = body(run, device, name)
+        run.write_result(result)
+    finally:
+        run.unlock()
+    return result
+
+
+def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
+    """Run (or resume, or skip if complete) one training run; returns its result.json."""
+
+    def body(run: RunDir, device: torch.device, name: str) -> dict:
         splits = load_splits(cfg.data)
         method = build_method(cfg, kind, splits, device)
         fitres = fit(cfg, method, run, device)
@@ -77,11 +88,9 @@ def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
             best_test = method.evaluate("test", fitres.epochs_done)
         if kind == "probe-augment":
             method.verify_frozen()
-        result = assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test)
-        run.write_result(result)
-    finally:
-        run.unlock()
-    return result
+        return assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test)
+
+    return run_once(cfg, kind, config_path, body)
 
 
 def _has_labels(method) -> bool:
@@ -102,7 +111,9 @@ def build_method(cfg: Config, kind: str, splits, device):
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
         mode = "full" if kind == "finetune-full" else "head"
         method = Supervised(cfg, splits, device, backbone=bb, mode=mode)
-        method.backbone_info = {"source": bb.source, **bb.info}
+        from reprlab.eval.backbones import backbone_source
+
+        method.backbone_info = {"source": backbone_source(bb), **bb.info}
         if kind == "probe-augment":
             method.snapshot_frozen()
         return method
