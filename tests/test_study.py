@@ -16,7 +16,7 @@ import pytest
 
 from reprlab.cli import main
 from reprlab.errors import ReprlabError
-from reprlab.studies.study import dry_run, expand, load_study, run_argv, run_study
+from reprlab.studies.study import dry_run, load_study, run_argv, run_study
 
 SCRATCH = "configs/supervised/resnet18_scratch.toml"
 SIMCLR = "configs/pretrain/simclr_cifar100.toml"
@@ -331,6 +331,17 @@ def test_builtin_ssl_study_expands_to_the_full_design():
     assert argv[argv.index("--mode") + 1] == "head" and not any(a.startswith("data.fraction") for a in argv)
     assert "eval.resolution=224" in run_argv(study, study.nodes["probe-imagenet-224-s1"], None)
     assert study.gpu_hours and study.gpu_hours > 1
+
+
+def test_builtin_cnn_vs_vit_tunes_both_families_alike_then_runs_the_best_with_test():
+    from reprlab.studies.study import find_study
+
+    study = load_study(find_study("cnn_vs_vit"), out_dir="runs/x")
+    cnn, vit = study.nodes["resnet18-search"].spec, study.nodes["vit-search"].spec
+    assert cnn.trials == vit.trials and cnn.metric == vit.metric == "val/acc1"
+    assert {k: v for k, v in vit.space.items() if k != "model.kwargs.drop_path_rate"} == cnn.space
+    assert study.nodes["vit-s2"].deps == ["vit-search"] and study.nodes["resnet18-s0"].deps == ["resnet18-search"]
+    assert "train.eval_test=true" in run_argv(study, study.nodes["vit-s0"], None, {"optim.lr": 1e-3})
 
 
 # ---------------------------------------------------------------------------------------------

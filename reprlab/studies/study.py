@@ -967,7 +967,7 @@ def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | No
                         prog = sweep_progress(node.spec, study.out_dir)
                         if prog.finished + prog.running >= prog.target:
                             launched[name] = replicas[name]  # the processes running now cover what is left
-                        else:
+                        elif prog.started:  # only once the first process has created the storage
                             launch(node, NodeState("resume", prog.describe()))
                     if active[name] == 0 and launched[name] == replicas[name]:
                         settle(name)
