@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install install-test: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	REPRLAB_DATA=$(DATA) $(BIN)/reprlab study run quick
+	REPRLAB_DATA=$(DATA) $(BIN)/reprlab study run quick --workers 2
 	REPRLAB_DATA=$(DATA) $(BIN)/reprlab report runs/quick
 	@echo "results: runs/quick (report: runs/quick/report.html)"
 

@@ -138,6 +138,21 @@ def expect(value: Any, kind: type | tuple[type, ...], where: str, key: str, what
     return value
 
 
+def check_node(t: dict, allowed: Iterable[str], required: Iterable[str], where: str) -> tuple[str, str]:
+    """The checks shared by ``[[run]]`` and ``[[sweep]]`` tables; returns (name, command)."""
+    check_keys(t, allowed, where)
+    for req in required:
+        if req not in t:
+            raise ReprlabError(f"{where}: missing required key {req!r}")
+    name = expect(t["name"], str, where, "name", "a string")
+    if not NAME_RE.match(name):
+        raise ReprlabError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+    command = expect(t["command"], str, where, "command", "a string")
+    if command not in COMMANDS:
+        raise ReprlabError(f"{where}: command {command!r} is not one of {', '.join(COMMANDS)}{did_you_mean(command, COMMANDS)}")
+    return name, command
+
+
 def string_list(value: Any, where: str, key: str) -> list[str]:
     expect(value, list, where, key, "a list of strings")
     for v in value:
@@ -435,16 +450,7 @@ def _tables(data: dict, key: str, path: Path) -> list[dict]:
 
 def _parse_run(t: dict, index: int, path: Path) -> RunSpec:
     where = f"{path} [[run]] {t.get('name', f'#{index + 1}')!r}"
-    check_keys(t, RUN_KEYS, where)
-    for req in ("name", "command"):
-        if req not in t:
-            raise ReprlabError(f"{where}: missing required key {req!r}")
-    name = expect(t["name"], str, where, "name", "a string")
-    if not NAME_RE.match(name):
-        raise ReprlabError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
-    command = expect(t["command"], str, where, "command", "a string")
-    if command not in COMMANDS:
-        raise ReprlabError(f"{where}: command {command!r} is not one of {', '.join(COMMANDS)}{did_you_mean(command, COMMANDS)}")
+    name, command = check_node(t, RUN_KEYS, ("name", "command"), where)
     # no config: the command's defaults (a probe of a checkpoint needs little else)
     config = resolve_config_path(expect(t["config"], str, where, "config", "a string"), where) if "config" in t else None
     seeds = t.get("seeds")

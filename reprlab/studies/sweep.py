@@ -57,7 +57,6 @@ from typing import IO, Any, Callable
 
 from reprlab.errors import ReprlabError
 from reprlab.studies.study import (
-    COMMANDS,
     DirLock,
     check_keys,
     check_overrides,
@@ -220,19 +219,10 @@ def _parse_param(key: str, raw: Any, where: str) -> Param:
 
 def parse_sweep(t: Any, where: str, index: int = 0) -> SweepSpec:
     """Check one sweep table (``[sweep]`` of a sweep file or ``[[sweep]]`` of a study)."""
-    from reprlab.studies.study import NAME_RE
+    from reprlab.studies.study import check_node
 
     expect(t, dict, where, "sweep", "a table")
-    check_keys(t, SWEEP_KEYS, where)
-    for req in ("name", "command", "config", "space"):
-        if req not in t:
-            raise ReprlabError(f"{where}: missing required key {req!r}")
-    name = expect(t["name"], str, where, "name", "a string")
-    if not NAME_RE.match(name):
-        raise ReprlabError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
-    command = expect(t["command"], str, where, "command", "a string")
-    if command not in COMMANDS:
-        raise ReprlabError(f"{where}: command {command!r} is not one of {', '.join(COMMANDS)}{did_you_mean(command, COMMANDS)}")
+    name, command = check_node(t, SWEEP_KEYS, ("name", "command", "config", "space"), where)
     sampler = expect(t.get("sampler", "tpe"), str, where, "sampler", "a string")
     if sampler not in SAMPLERS:
         raise ReprlabError(f"{where}: sampler {sampler!r} is not one of {', '.join(SAMPLERS)}{did_you_mean(sampler, SAMPLERS)}")
