@@ -45,7 +45,8 @@ def test_cached_probe_reports_and_leaves_backbone_untouched():
     before = {k: v.clone() for k, v in bb.model.state_dict().items()}
     out = cached_probe(bb, _splits(), _cfg(), torch.device("cpu"))
     assert out["frozen_verified"] and out["test"]["acc1"] > 50  # well above 1/6 chance
-    assert set(out["test"]["per_class_acc1"]) == {f"c{i}" for i in range(6)}
+    assert set(out["test_per_class_acc1"]) == {f"c{i}" for i in range(6)}
+    assert all(isinstance(v, float) for v in out["test"].values())
     assert out["test"]["superclass_acc1"] >= out["test"]["acc1"]
     assert [r["l2"] for r in out["l2_sweep"]] == sorted(_cfg().eval.l2_grid, reverse=True)
     assert out["l2"] == max(out["l2_sweep"], key=lambda r: (r["val_acc1"], r["l2"]))["l2"]
@@ -130,7 +131,7 @@ def test_simclr_pretrain_then_probe_and_finetune_on_real_data(data_root, cache_r
     assert main([*common, "probe", "--backbone", str(ckpt), *tiny, 'run.name="probe"', "eval.max_iter=30", "eval.l2_grid=[1e-3, 1e-5]"]) == 0
     res = json.loads((tmp_path / "probe" / "result.json").read_text())
     assert res["protocol"] == "linear-cached" and res["method"] == "simclr" and res["dataset"] == "cifar100" and res["fraction"] == 0.03
-    assert res["frozen_verified"] and len(res["test"]["per_class_acc1"]) == 100 and 1.0 < res["test"]["acc1"] < 100
+    assert res["frozen_verified"] and len(res["test_per_class_acc1"]) == 100 and 1.0 < res["test"]["acc1"] < 100
     assert main([*common, "finetune", "--backbone", str(ckpt), "--mode", "head", *tiny, 'run.name="ft"', "train.epochs=1", "train.max_steps=5",
                  "train.batch_size=64", "train.eval_batch_size=2000"]) == 0
     ft = json.loads((tmp_path / "ft" / "result.json").read_text())

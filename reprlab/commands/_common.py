@@ -30,8 +30,12 @@ def resolve(args: argparse.Namespace, extra: list[str] = (), default_config: str
 
 
 def print_result(result: dict) -> None:
-    keys = ("run", "protocol", "val", "test")
-    print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
+    """The headline of a result.json (scalars only; per-class tables stay in the file)."""
+    out = {k: result[k] for k in ("run", "protocol") if k in result}
+    for part in ("val", "test"):
+        if isinstance(result.get(part), dict):
+            out[part] = {k: round(v, 3) for k, v in result[part].items() if isinstance(v, (int, float))}
+    print(json.dumps(out, indent=2))
 
 
 def run_task(args: argparse.Namespace, kind: str, extra: list[str] = (), default_config: str | None = None) -> int:

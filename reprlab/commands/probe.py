@@ -83,7 +83,7 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
             "dataset": info.get("dataset"),
             "fraction": info.get("fraction"),
             "epochs": info.get("pretrain_epochs"),
-            "family": getattr(bb.model, "family", None),
+            "family": None,  # probes are not part of the CNN-vs-ViT comparison
             "sweep": cfg.run.sweep or None,
             "sweep_params": {},
             "backbone": info,

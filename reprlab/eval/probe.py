@@ -130,8 +130,10 @@ def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None
     test = accuracy_report(test_logits.cpu(), yte.cpu(), splits.train.classes, cmap, splits.train.coarse_classes)
     val = accuracy_report(val_logits.cpu(), yva.cpu(), splits.train.classes, cmap, splits.train.coarse_classes)
     return {
-        "val": {k: val[k] for k in ("acc1", "acc5", "loss")},
-        "test": test,
+        "val": {k: val[k] for k in ("acc1", "acc5", "loss", "superclass_acc1") if k in val},
+        "test": {k: v for k, v in test.items() if not isinstance(v, dict)},
+        "test_per_class_acc1": test["per_class_acc1"],
+        "test_per_superclass_acc1": test.get("per_superclass_acc1"),
         "l2_sweep": sweep,
         "l2": best["l2"],
         "feature_dim": int(xtr.shape[1]),
