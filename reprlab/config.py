@@ -274,8 +274,22 @@ def validate(cfg: Config) -> None:
         raise ReprlabError(f"config key 'data.fraction': expected 0 < fraction <= 1, got {cfg.data.fraction!r}")
     if cfg.optim.lr < 0 or cfg.optim.weight_decay < 0:
         raise ReprlabError("config keys 'optim.lr' and 'optim.weight_decay' must be >= 0")
-    if cfg.data.val_size < 0:
-        raise ReprlabError(f"config key 'data.val_size': expected >= 0, got {cfg.data.val_size}")
+    if cfg.data.val_size <= 0:
+        raise ReprlabError(f"config key 'data.val_size': expected > 0 (model selection needs a validation split), got {cfg.data.val_size}")
+    checks = [
+        ("method.knn_k", cfg.method.knn_k >= 1, ">= 1"),
+        ("method.knn_temperature", cfg.method.knn_temperature > 0, "> 0"),
+        ("method.temperature", cfg.method.temperature > 0, "> 0"),
+        ("train.max_steps", cfg.train.max_steps >= 0, ">= 0"),
+        ("train.checkpoint_every_steps", cfg.train.checkpoint_every_steps >= 0, ">= 0"),
+        ("eval.max_iter", cfg.eval.max_iter >= 1, ">= 1"),
+        ("eval.l2_grid", bool(cfg.eval.l2_grid) and min(cfg.eval.l2_grid) >= 0, "a non-empty list of values >= 0"),
+        ("eval.resolution", cfg.eval.resolution >= 0, ">= 0"),
+        ("optim.grad_clip", cfg.optim.grad_clip >= 0, ">= 0"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            raise ReprlabError(f"config key {key!r}: expected {expected}, got {get_key(cfg, key)!r}")
     cfg.views.validate()
     cfg.aug.mix.validate()
 

@@ -7,6 +7,8 @@ the training loop. Both verify afterwards that the backbone is bit-identical to 
 
 from __future__ import annotations
 
+import json
+
 from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve, run_task
 from reprlab.config import dumps_toml, to_dict
 
@@ -35,26 +37,32 @@ def run(args) -> int:
 
 
 class FeatureCache:
-    """Features of a probe run, kept in its run directory so a re-run skips the extraction."""
+    """Features of a probe run, kept in its run directory so a re-run skips the extraction.
 
-    def __init__(self, path) -> None:
+    The file carries a fingerprint of everything the features depend on (backbone, its step,
+    resolution, data and model settings); a file with another fingerprint is ignored.
+    """
+
+    def __init__(self, path, fingerprint: dict) -> None:
         self.path = path
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
 
     def load(self):
         import torch
 
-        return torch.load(self.path, weights_only=True) if self.path.is_file() else None
+        if not self.path.is_file():
+            return None
+        blob = torch.load(self.path, weights_only=True)
+        return blob["features"] if blob.get("fingerprint") == self.fingerprint else None
 
     def save(self, feats) -> None:
         from reprlab.train.rundir import atomic_torch_save
 
-        atomic_torch_save(feats, self.path)
+        atomic_torch_save({"fingerprint": self.fingerprint, "features": feats}, self.path)
 
 
 def run_cached(cfg, config_path: str | None = None) -> dict:
     """The cached linear protocol as a run: run directory, metrics.jsonl (the L2 sweep), result.json."""
-    import json
-
     from reprlab.data.registry import load_splits
     from reprlab.eval.backbones import backbone_source, load_backbone
     from reprlab.eval.probe import cached_probe
@@ -64,7 +72,10 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
     def body(run, device, name: str) -> dict:
         splits = load_splits(cfg.data)
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
-        out = cached_probe(bb, splits, cfg, device, FeatureCache(run.path / "features.pt"))
+        fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model), "precision": cfg.train.precision}
+        if bb.source == "checkpoint":
+            fingerprint["checkpoint_step"] = bb.info.get("pretrain_step")
+        out = cached_probe(bb, splits, cfg, device, FeatureCache(run.path / "features.pt", fingerprint))
         with open(run.metrics_file, "w") as f:
             for i, row in enumerate(out["l2_sweep"]):
                 f.write(json.dumps({"step": i, "epoch": i, "probe/l2": row["l2"], "probe/val_acc1": row["val_acc1"], "probe/train_acc1": row["train_acc1"]}) + "\n")
@@ -82,7 +93,7 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
             "method": info.get("method"),
             "dataset": info.get("dataset"),
             "fraction": info.get("fraction"),
-            "epochs": info.get("pretrain_epochs"),
+            "epochs": None,  # no training epochs of its own; the backbone's are in backbone.pretrain_epochs
             "family": None,  # probes are not part of the CNN-vs-ViT comparison
             "sweep": cfg.run.sweep or None,
             "sweep_params": {},

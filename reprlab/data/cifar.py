@@ -11,6 +11,7 @@ modification time, so later runs load in well under a second.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -49,22 +50,37 @@ def locate(root_setting: str = "", download: bool = True, cache: str = "") -> Pa
     if cached.is_file():
         return cached
     if download:
-        from torchvision.datasets.utils import download_url
-
-        try:
-            download_url(URL, str(cached.parent), ARCHIVE, MD5)
-        except Exception as e:  # noqa: BLE001 - turned into the one-line message below
-            raise ReprlabError(
-                f"CIFAR-100 not found (tried {', '.join(map(str, tried))}; data root from {how}) and the download "
-                f"from {URL} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                f"put {ARCHIVE} under the data root (--data-root or ${ENV_DATA})"
-            ) from None
-        if cached.is_file():
-            return cached
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # Several workers of a study may start at once: one downloads (under the lock, into a
+        # temporary name, renamed when its md5 is right), the others wait and reuse the file.
+        with open(cached.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not cached.is_file():
+                _download(cached, tried, how)
+        return cached
     raise ReprlabError(
         f"CIFAR-100 not found: tried {', '.join(map(str, tried))} (data root from {how}); "
         f"pass --data-root or set ${ENV_DATA} to the folder holding {ARCHIVE}, or download it from {URL}"
     )
+
+
+def _download(dest: Path, tried: list[Path], how: str) -> None:
+    from torchvision.datasets.utils import download_url
+
+    tmp_name = f"{ARCHIVE}.tmp{os.getpid()}"
+    try:
+        download_url(URL, str(dest.parent), tmp_name, MD5)
+    except Exception as e:  # noqa: BLE001 - turned into the one-line message below
+        (dest.parent / tmp_name).unlink(missing_ok=True)
+        raise ReprlabError(
+            f"CIFAR-100 not found (tried {', '.join(map(str, tried))}; data root from {how}) and the download "
+            f"from {URL} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"put {ARCHIVE} under the data root (--data-root or ${ENV_DATA})"
+        ) from None
+    if _md5(dest.parent / tmp_name) != MD5:
+        (dest.parent / tmp_name).unlink(missing_ok=True)
+        raise ReprlabError(f"the CIFAR-100 download from {URL} has the wrong md5 (expected {MD5}); try again")
+    os.replace(dest.parent / tmp_name, dest)
 
 
 def _md5(path: Path) -> str:

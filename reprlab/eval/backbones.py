@@ -44,7 +44,8 @@ def load_backbone(spec: str, cfg, data_mean, data_std) -> Backbone:
     if spec == "imagenet-supervised":
         weights = cfg.eval.weights or "imagenet"
         model = create_model("resnet18_imagenet", num_classes=0, weights=weights)
-        info = {"method": "supervised", "dataset": "imagenet-1k", "fraction": 1.0, "weights": weights}
+        # fraction None: ImageNet is a reference line on data-size curves, not a point on them
+        info = {"method": "supervised", "dataset": "imagenet-1k", "fraction": None, "weights": weights}
         return Backbone(model, IMAGENET_MEAN, IMAGENET_STD, 224, "imagenet-supervised", info)
     if spec == "random-init":
         torch.manual_seed(cfg.train.seed)

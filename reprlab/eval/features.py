@@ -11,7 +11,15 @@ from reprlab.data.device import iterate_eval, normalize
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, images_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, batch_size: int, device: torch.device, resolution: int | None = None, channels_last: bool = True
+    model: nn.Module,
+    images_u8: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    resolution: int | None = None,
+    channels_last: bool = True,
+    amp_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Pooled features (N, D) float32 of a uint8 array; images are resized on the device to
     ``resolution`` when it differs from theirs (e.g. 32 px CIFAR fed at 224 px to an ImageNet
@@ -19,14 +27,13 @@ def extract_features(
     was_training = model.training
     model.eval()
     out = []
-    amp = device.type == "cuda"
     for sl in iterate_eval(images_u8, batch_size):
         x = normalize(images_u8[sl].to(device, non_blocking=True), mean, std)
         if resolution and x.shape[-1] != resolution:
             x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=x.shape[-1] > resolution)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             out.append(model(x).float())
     model.train(was_training)
     return torch.cat(out)

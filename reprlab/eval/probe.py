@@ -58,7 +58,7 @@ def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
 
 def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], coarse_of_fine: torch.Tensor | None, coarse_classes: list[str] | None) -> dict:
     """top-1/top-5, per-class accuracy and the 20-superclass accuracy of the fine predictions."""
-    top5 = logits.topk(5, dim=1).indices
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     pred = top5[:, 0]
     out = {
         "acc1": (pred == labels).float().mean().item() * 100,
@@ -73,11 +73,11 @@ def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, classes: list[st
     if coarse_of_fine is not None:
         # superclass accuracy: the fine prediction counts when it lies in the right superclass
         out["superclass_acc1"] = (coarse_of_fine[pred] == coarse_of_fine[labels]).float().mean().item() * 100
-        per_super = {}
+        by_super = {}  # fine-label accuracy over the test images of each superclass
         for s, name in enumerate(coarse_classes or []):
             m = coarse_of_fine[labels] == s
-            per_super[name] = round((pred[m] == labels[m]).float().mean().item() * 100, 2) if m.any() else None
-        out["per_superclass_acc1"] = per_super
+            by_super[name] = round((pred[m] == labels[m]).float().mean().item() * 100, 2) if m.any() else None
+        out["fine_acc1_by_superclass"] = by_super
     return out
 
 
@@ -90,7 +90,16 @@ def coarse_map(train) -> torch.Tensor | None:
 
 
 def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None) -> dict:
-    """Run the cached linear protocol; returns the fields of result.json it owns."""
+    """Run the cached linear protocol; returns the fields of result.json it owns.
+
+    With ``train.eval_test = false`` (sweep trials) the test split is neither embedded nor scored.
+    """
+    if splits.test is None:
+        raise ReprlabError(f"the linear protocol evaluates on CIFAR-100; dataset {splits.name!r} has no test split")
+    if len(splits.val) == 0:
+        raise ReprlabError("the linear protocol chooses L2 on the validation split; data.val_size must be > 0")
+    use_test = cfg.train.eval_test
+    parts = ("train", "val", "test") if use_test else ("train", "val")
     model = backbone.model.to(device)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -98,18 +107,21 @@ def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None
     mean, std = stats_tensors(backbone.mean, backbone.std, device)
     res = cfg.eval.resolution or backbone.input_size
     t0 = time.perf_counter()
+    from reprlab.train.loop import resolve_precision
+
+    amp = resolve_precision(cfg.train.precision, device)
     feats = feature_cache.load() if feature_cache else None
-    if feats is None:
+    if feats is None or not all(s in feats for s in parts):
         feats = {
-            s: extract_features(model, getattr(splits, s).images, mean, std, cfg.train.eval_batch_size, device, res, cfg.model.channels_last).cpu()
-            for s in ("train", "val", "test")
+            s: extract_features(model, getattr(splits, s).images, mean, std, cfg.train.eval_batch_size, device, res, cfg.model.channels_last, amp).cpu()
+            for s in parts
         }
         if feature_cache:
             feature_cache.save(feats)
     t_feat = time.perf_counter() - t0
     verify_unchanged(model, before)
-    xtr, xva, xte = (f.to(device) for f in standardize(feats["train"], feats["val"], feats["test"]))
-    ytr, yva, yte = (getattr(splits, s).labels.to(device) for s in ("train", "val", "test"))
+    xtr, xva, *xte = (f.to(device) for f in standardize(*(feats[s] for s in parts)))
+    ytr, yva = (getattr(splits, s).labels.to(device) for s in ("train", "val"))
     if not torch.isfinite(xtr).all():
         raise ReprlabError("backbone features contain NaN/inf; the checkpoint is broken")
     num_classes = splits.train.num_classes
@@ -124,16 +136,20 @@ def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None
     best = max(sweep, key=lambda r: (r["val_acc1"], r["l2"]))  # ties: the stronger regularisation
     w = fits[best["l2"]]
     t_fit = time.perf_counter() - t1
-    val_logits = xva @ w.weight.T + w.bias
-    test_logits = xte @ w.weight.T + w.bias  # the test split's one and only use
     cmap = coarse_map(splits.train)
-    test = accuracy_report(test_logits.cpu(), yte.cpu(), splits.train.classes, cmap, splits.train.coarse_classes)
-    val = accuracy_report(val_logits.cpu(), yva.cpu(), splits.train.classes, cmap, splits.train.coarse_classes)
+    val = accuracy_report((xva @ w.weight.T + w.bias).cpu(), yva.cpu(), splits.train.classes, cmap, splits.train.coarse_classes)
+    out: dict = {}
+    if use_test:
+        test_logits = xte[0] @ w.weight.T + w.bias  # the test split's one and only use
+        test = accuracy_report(test_logits.cpu(), splits.test.labels, splits.train.classes, cmap, splits.train.coarse_classes)
+        out = {
+            "test": {k: v for k, v in test.items() if not isinstance(v, dict)},
+            "test_per_class_acc1": test["per_class_acc1"],
+            "test_fine_acc1_by_superclass": test.get("fine_acc1_by_superclass"),
+        }
     return {
         "val": {k: val[k] for k in ("acc1", "acc5", "loss", "superclass_acc1") if k in val},
-        "test": {k: v for k, v in test.items() if not isinstance(v, dict)},
-        "test_per_class_acc1": test["per_class_acc1"],
-        "test_per_superclass_acc1": test.get("per_superclass_acc1"),
+        **out,
         "l2_sweep": sweep,
         "l2": best["l2"],
         "feature_dim": int(xtr.shape[1]),

@@ -62,6 +62,9 @@ class Method(nn.Module):
         mean, std = stats_tensors(splits.mean, splits.std, device)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+        from reprlab.train.loop import resolve_precision
+
+        self.amp_dtype = resolve_precision(cfg.train.precision, device)  # evaluation follows train.precision too
 
     # ---- hooks
     def named_trainable(self) -> Iterable[tuple[str, nn.Parameter, float]]:
@@ -88,6 +91,3 @@ class Method(nn.Module):
         """Compile the hot modules (``model.compile = true``)."""
         raise ReprlabError(f"method {self.name!r} does not support model.compile")
 
-    def describe(self) -> dict:
-        """Fields of result.json that describe this run (protocol, backbone source...)."""
-        return {}

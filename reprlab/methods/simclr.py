@@ -78,7 +78,8 @@ class SimCLR(Method):
         bank, val, num_classes = self.monitor_data()
         mean, std = stats_tensors(self.splits.mean, self.splits.std, self.device)
         bs, res = self.cfg.train.eval_batch_size, self.backbone.input_size
-        fb = extract_features(self.backbone, bank.images, mean, std, bs, self.device, res, self.cfg.model.channels_last)
-        fq = extract_features(self.backbone, val.images, mean, std, bs, self.device, res, self.cfg.model.channels_last)
+        cl = self.cfg.model.channels_last
+        fb = extract_features(self.backbone, bank.images, mean, std, bs, self.device, res, cl, self.amp_dtype)
+        fq = extract_features(self.backbone, val.images, mean, std, bs, self.device, res, cl, self.amp_dtype)
         acc = knn_accuracy(fq, val.labels.to(self.device), fb, bank.labels.to(self.device), num_classes, self.cfg.method.knn_k, self.cfg.method.knn_temperature)
         return {"knn/acc1": acc}

@@ -95,9 +95,8 @@ class Supervised(Method):
         was_training = self.training
         self.eval()
         out = []
-        amp = self.device.type == "cuda"
         for sl in iterate_eval(images, self.cfg.train.eval_batch_size):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
                 out.append(self._forward(self._prepare(images[sl])).float())
         self.train(was_training)
         return torch.cat(out)

@@ -68,6 +68,7 @@ def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:
     model.family = entry.family
     model.heavy = entry.heavy
     model.model_name = name
+    model.model_kwargs = {k: v for k, v in kw.items() if k != "weights"}  # rebuilds the architecture
     if not hasattr(model, "input_size"):
         model.input_size = entry.input_size
     return model

@@ -524,20 +524,24 @@ def fraction_lines(groups: Sequence[Group]) -> tuple[list[FractionLine], list[Gr
     datasets are never pooled into one point; the dataset is shown only when there are several.
     """
     evaluated = _eval_groups_with_test(groups)
-    with_fraction = [g for g in evaluated if _is_number(g.common("fraction"))]
+    # ImageNet-supervised is always a reference, never a point: its pretraining set is not the
+    # one whose fraction varies (and 32 px and 224 px evaluations must not be pooled).
+    with_fraction = [g for g in evaluated if _is_number(g.common("fraction")) and g.common("backbone_source") != "imagenet-supervised"]
     datasets = {g.common("dataset") for g in with_fraction}
-    lines: dict[tuple[str, str, str], FractionLine] = {}
+    resolutions = {g.common("resolution") for g in with_fraction}
+    lines: dict[tuple[str, str, str, str], FractionLine] = {}
     for g in with_fraction:
         method = str(g.common("method") or g.common("backbone_source") or "?")
         protocol = str(g.common("protocol") or "?")
         dataset = str(g.common("dataset") or "?")
-        label = f"{method} / {protocol}" + (f" ({dataset})" if len(datasets) > 1 else "")
-        line = lines.setdefault((method, protocol, dataset), FractionLine(label=label))
+        res = str(g.common("resolution") or "?")
+        label = f"{method} / {protocol}" + (f" ({dataset})" if len(datasets) > 1 else "") + (f" @{res}px" if len(resolutions) > 1 else "")
+        line = lines.setdefault((method, protocol, dataset, res), FractionLine(label=label))
         line.points.setdefault(float(g.common("fraction")), []).append(g)
     refs = [
         g
         for g in evaluated
-        if g.common("fraction") is None and g.common("backbone_source") in ("imagenet-supervised", "scratch")
+        if g.common("backbone_source") == "imagenet-supervised" or (g.common("fraction") is None and g.common("backbone_source") == "scratch")
     ]
     return sorted(lines.values(), key=lambda l: l.label), refs
 

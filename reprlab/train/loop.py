@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -41,7 +42,10 @@ KILL_ENV = "REPRLAB_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ReprlabError(f"train.device={name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ReprlabError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
     return dev
@@ -133,6 +137,8 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
         _set_rng_state(ckpt["rng"])
         step, best = ckpt["step"], ckpt["best"]
         resumed_from = step
+        if best["step"] == step and checkpoint_step(run.best) != step:
+            copy_atomic(run.last, run.best)  # killed between writing last.pt and best.pt
         print(f"resuming {run.path} from step {step}", file=sys.stderr)
     if cfg.model.compile:
         method.compile()
@@ -214,15 +220,20 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                 if end_of_epoch:
                     t_pause = time.perf_counter()
                     ep = math.ceil(step / steps_per_epoch)
+                    improved = False
                     if method.eval_due(ep, step == total_steps):
                         metrics = method.evaluate("val", ep)
                         method.set_train_mode()
                         logger.log(step, step / steps_per_epoch, metrics)
                         value = metrics.get(method.selection_metric)
-                        if value is not None and value > best["value"]:
+                        improved = value is not None and value > best["value"]
+                        if improved:
                             best = {"metric": method.selection_metric, "value": value, "step": step, "val": metrics}
-                            checkpoint(run.best)
+                    # last.pt first, then best.pt as its copy: a kill in between leaves a last.pt whose
+                    # best record points at its own step, and resuming restores best.pt from it.
                     checkpoint(run.last)
+                    if improved:
+                        copy_atomic(run.last, run.best)
                     t_paused += time.perf_counter() - t_pause
                 elif ckpt_every and step % ckpt_every == 0:
                     t_pause = time.perf_counter()
@@ -241,17 +252,33 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
 
 
 def method_meta(method: Method, cfg: Config) -> dict:
-    """What makes a checkpoint self-describing: enough to rebuild the backbone from the file."""
+    """What makes a checkpoint self-describing: enough to rebuild the backbone from the file.
+
+    Everything is read off the method's modules, not the config: a fine-tuned backbone keeps the
+    architecture, normalisation and input size it was loaded with, whatever cfg.model says.
+    """
+    bb = method.backbone
     return {
         "method_name": method.name,
-        "model_name": cfg.model.name,
-        "model_kwargs": dict(cfg.model.kwargs),
+        "model_name": getattr(bb, "model_name", cfg.model.name),
+        "model_kwargs": dict(getattr(bb, "model_kwargs", cfg.model.kwargs)),
         "backbone_prefix": "backbone.",
-        "num_features": getattr(method.backbone, "num_features", None),
-        "data_mean": list(method.splits.mean),
-        "data_std": list(method.splits.std),
-        "resolution": cfg.data.resolution,
+        "num_features": getattr(bb, "num_features", None),
+        "data_mean": method.mean.flatten().tolist(),
+        "data_std": method.std.flatten().tolist(),
+        "resolution": getattr(method, "input_size", None) or cfg.data.resolution,
     }
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step stored in a checkpoint file, or None if there is none."""
+    return _load_checkpoint(path)["step"] if path.is_file() else None
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _load_checkpoint(path: Path) -> dict:

@@ -34,7 +34,7 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter, float]], weight_decay:
 class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling (You et al. 2017) over SGD with momentum.
 
-    The update of each weight tensor is rescaled by ``eta * ||w|| / (||g|| + wd * ||w||)``; as in
+    The update ``d = g + wd * w`` of each weight tensor is rescaled by ``eta * ||w|| / ||d||``; as in
     SimCLR (Chen et al. 2020) biases and norm parameters (``lars_exclude``) skip both the
     adaptation and the decay.
     """

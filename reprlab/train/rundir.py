@@ -110,21 +110,27 @@ class RunDir:
         """Create the directory, take the lock, and write (or check) the resolved config."""
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.lock()
-        cfg_text = dumps_toml(to_dict(cfg))
-        existing = self.path / "config.toml"
-        if existing.is_file() and self.last.is_file() and existing.read_text() != cfg_text:
-            from reprlab.config import flatten
-            import tomllib
+        try:
+            cfg_text = dumps_toml(to_dict(cfg))
+            existing = self.path / "config.toml"
+            if existing.is_file() and self.last.is_file() and existing.read_text() != cfg_text:
+                from reprlab.config import flatten
+                import tomllib
 
-            old, new = flatten(tomllib.loads(existing.read_text())), flatten(to_dict(cfg))
-            diff = [k for k in new if old.get(k) != new[k] and not k.startswith("train.progress")]
-            if diff:
-                raise ReprlabError(
-                    f"run directory {self.path} holds a run with a different config ({', '.join(diff[:4])} differ); "
-                    "choose another run.name or delete the directory"
-                )
-        atomic_write_text(existing, cfg_text)
-        atomic_write_text(self.path / "env.json", json.dumps(env_info(device), indent=2))
+                old, new = flatten(tomllib.loads(existing.read_text())), flatten(to_dict(cfg))
+                from reprlab.train.task import VOLATILE_KEYS
+
+                diff = [k for k in new if old.get(k) != new[k] and k not in VOLATILE_KEYS]
+                if diff:
+                    raise ReprlabError(
+                        f"run directory {self.path} holds a run with a different config ({', '.join(diff[:4])} differ); "
+                        "choose another run.name or delete the directory"
+                    )
+            atomic_write_text(existing, cfg_text)
+            atomic_write_text(self.path / "env.json", json.dumps(env_info(device), indent=2))
+        except BaseException:
+            self.unlock()  # a refused open leaves the directory free for the next attempt
+            raise
 
     def lock(self) -> None:
         fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR)
@@ -153,6 +159,14 @@ def read_result(path: Path) -> dict:
         raise ReprlabError(f"{f}: invalid JSON ({e})") from None
 
 
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line; None for a blank or torn line (a kill mid-write)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class MetricsLogger:
     """Appends metrics to ``metrics.jsonl`` and mirrors them to TensorBoard.
 
@@ -166,7 +180,7 @@ class MetricsLogger:
         if resume_step is None:
             self.file.write_text("")
         elif self.file.is_file():
-            kept = [ln for ln in self.file.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resume_step]
+            kept = [ln for ln in self.file.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= resume_step]
             atomic_write_text(self.file, "".join(ln + "\n" for ln in kept))
         self._fh = open(self.file, "a")
         self.tb = None

@@ -19,16 +19,21 @@ import torch
 
 from reprlab.config import Config, flatten, get_key, to_dict
 from reprlab.data.registry import load_splits
-from reprlab.train.loop import fit, resolve_device, seed_everything
+from reprlab.errors import ReprlabError
+from reprlab.train.loop import _load_checkpoint, fit, resolve_device, seed_everything
 from reprlab.train.rundir import RunDir, read_result
 
 #: result.json fields per task kind
 PROTOCOLS = {"train": "scratch", "pretrain": "pretrain", "finetune-full": "finetune-full", "finetune-head": "finetune-head", "probe-augment": "linear-augment"}
 
 
+#: config keys that change neither what a run computes nor where it lives
+VOLATILE_KEYS = ("run.name", "run.out_dir", "run.group", "train.progress", "train.num_threads", "train.device")
+
+
 def config_hash(cfg: Config) -> str:
     d = flatten(to_dict(cfg))
-    for k in ("run.name", "run.out_dir", "run.group", "train.progress", "train.num_threads", "train.device"):
+    for k in VOLATILE_KEYS:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -83,7 +88,9 @@ def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
         if fitres.best.get("step") == fitres.step:
             best_test = final_test  # the final checkpoint is the best one: test it once, not twice
         elif run.best.is_file() and _wants_test(cfg, method):
-            ckpt = torch.load(run.best, map_location=device, weights_only=False)
+            ckpt = _load_checkpoint(run.best)
+            if ckpt["step"] != fitres.best.get("step"):
+                raise ReprlabError(f"{run.best} holds step {ckpt['step']}, but the best-on-val step is {fitres.best.get('step')}; delete it and re-run")
             method.load_state_dict(ckpt["method"])
             best_test = method.evaluate("test", fitres.epochs_done)
         if kind == "probe-augment":
@@ -117,8 +124,9 @@ def build_method(cfg: Config, kind: str, splits, device):
         if kind == "probe-augment":
             method.snapshot_frozen()
         return method
-    name = "supervised" if kind == "train" else cfg.method.name
-    return get_method(name)(cfg, splits, device)
+    if kind == "train" and cfg.method.name != "supervised":
+        raise ReprlabError(f"`reprlab train` is supervised training; method.name={cfg.method.name!r} belongs to `reprlab pretrain`")
+    return get_method(cfg.method.name)(cfg, splits, device)
 
 
 def _flops(method) -> int | None:
@@ -158,7 +166,10 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
         "backbone_source": (bb["source"] if bb else ("scratch" if kind == "train" else cfg.method.name)),
         "method": (bb.get("method") if bb else method.name),
         "dataset": (bb.get("dataset") if bb else cfg.data.dataset),
-        "fraction": (bb.get("fraction") if bb else cfg.data.fraction),
+        # the pretraining-set fraction (what the data-size curves are about); the fraction of the
+        # training split this run itself used is train_fraction
+        "fraction": bb.get("fraction") if bb else (cfg.data.fraction if kind == "pretrain" else None),
+        "train_fraction": cfg.data.fraction,
         "resolution": getattr(method, "input_size", cfg.data.resolution),
         "epochs": cfg.train.epochs,
         "steps": fitres.step,
@@ -177,5 +188,4 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
     }
     if not result["test"]:
         result.pop("test")
-    result.update(method.describe_result() if hasattr(method, "describe_result") else {})
     return result
