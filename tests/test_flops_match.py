@@ -126,9 +126,14 @@ def test_throughput_positive_and_leaves_model_untouched(mode: str) -> None:
     assert next(model.parameters()).is_contiguous()  # caller's copy not converted to channels_last
 
 
-def test_throughput_headless_vit_trains() -> None:
+def test_throughput_headless_vit_trains_a_copy() -> None:
+    # a headless model has no logits: the train-mode measurement must still back-propagate
+    # (through a loss on the features) and must do so on a copy, not on the caller's weights
     model = create_model("vit", num_classes=0, depth=1, dim=32, patch_size=8)
-    assert measure_throughput(model, batch=2, steps=1, warmup=0) > 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rate = measure_throughput(model, batch=2, steps=1, warmup=0)
+    assert 0 < rate < float("inf")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize(

@@ -390,3 +390,21 @@ def test_screenshot_writes_png(study: dict, tmp_path: Path) -> None:
     _require_chromium()
     out = shot.screenshot(study["html_path"], tmp_path / "shot.png", height=1200)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_imagenet_probes_at_two_resolutions_are_references_not_one_pooled_point(tmp_path: Path) -> None:
+    # ImageNet probes: fraction None as the writers fill it now, 1.0 as older result files had it
+    # (the ImageNet set is not the pretraining set whose fraction varies)
+    from reprlab.studies.report import fraction_lines, group_runs, load_study
+
+    for seed, (res, acc) in enumerate([(224, 60.0), (224, 61.0), (32, 30.0), (32, 31.0)]):
+        make_run(tmp_path, f"in{res}-s{seed}", f"ImageNet @{res}", seed % 2, 50.0, acc, task="probe", protocol="linear-cached",
+                 backbone_source="imagenet-supervised", method="supervised", dataset="imagenet-1k", fraction=1.0 if res == 224 else None,
+                 resolution=res, family=None)
+    for seed in (0, 1):
+        make_run(tmp_path, f"ssl-s{seed}", "SimCLR 25%", seed, 40.0, 35.0 + seed, task="probe", protocol="linear-cached",
+                 backbone_source="simclr", method="simclr", dataset="tiny-imagenet", fraction=0.25, resolution=32, family=None)
+    lines, refs = fraction_lines(group_runs(load_study(tmp_path).runs))
+    assert sorted(g.name for g in refs) == ["ImageNet @224", "ImageNet @32"]
+    assert [sorted(line.points) for line in lines] == [[0.25]]
+    assert all(g.common("backbone_source") == "simclr" for line in lines for gs in line.points.values() for g in gs)
