@@ -12,7 +12,7 @@ Step time = median interval between consecutive steps after warm-up; variants ar
 in rounds so that drift in machine load hits all of them alike. Also reported: the share of a
 full `reprlab` step spent in sampling + augmentation + normalisation, timed in isolation.
 
-    python benchmarks/bench_loop.py --width 64 --batch 128 --steps 12 --rounds 2
+    python benchmarks/bench_loop.py --width 64 --batch 128 --steps 10 --rounds 4
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/loop.txt")
     args = ap.parse_args()
@@ -128,14 +128,16 @@ def main() -> None:
         res["reprlab-noaug"].append(step_time(framework_loop(splits, args.width, args.batch, args.steps, False)))
         res["reprlab"].append(step_time(framework_loop(splits, args.width, args.batch, args.steps, True)))
     t = {k: statistics.median(v) for k, v in res.items()}
+    spread = {k: (min(v), max(v)) for k, v in res.items()}
     a = aug_time(splits, args.batch)
     lines = [
         f"# bench_loop: ResNet-18 (width {args.width}), batch {args.batch}, CPU threads {torch.get_num_threads()}, torch {torch.__version__}",
-        f"# median step time over {args.steps} steps x {args.rounds} interleaved rounds",
-        f"{'variant':<16}{'s/step':>10}{'img/s':>10}{'vs bare':>10}",
+        f"# step time: median over {args.rounds} interleaved rounds of the median of {args.steps} steps (after 2 warm-up steps)",
+        f"{'variant':<16}{'s/step':>10}{'img/s':>10}{'vs bare':>10}   per-round medians (min-max)",
     ]
     for k, v in t.items():
-        lines.append(f"{k:<16}{v:>10.4f}{args.batch / v:>10.1f}{(v / t['bare'] - 1) * 100:>+9.1f}%")
+        lo, hi = spread[k]
+        lines.append(f"{k:<16}{v:>10.4f}{args.batch / v:>10.1f}{(v / t['bare'] - 1) * 100:>+9.1f}%   {lo:.4f}-{hi:.4f}")
     lines.append(f"framework overhead (reprlab-noaug vs bare): {(t['reprlab-noaug'] / t['bare'] - 1) * 100:+.1f}%  (aim <= 5%)")
     lines.append(f"sampling + augmentation + normalisation: {a * 1000:.2f} ms/batch = {a / t['reprlab'] * 100:.1f}% of a reprlab step (aim <= 5%)")
     text = "\n".join(lines)
