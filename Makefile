@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-DATA ?= $(or $(REPRLAB_DATA),../shared/data)
+DATA ?= $(abspath $(or $(REPRLAB_DATA),../shared/data))
 PYTEST_ARGS ?=
 
 .PHONY: demo test install install-test clean
