@@ -408,3 +408,13 @@ def test_imagenet_probes_at_two_resolutions_are_references_not_one_pooled_point(
     assert sorted(g.name for g in refs) == ["ImageNet @224", "ImageNet @32"]
     assert [sorted(line.points) for line in lines] == [[0.25]]
     assert all(g.common("backbone_source") == "simclr" for line in lines for gs in line.points.values() for g in gs)
+
+
+def test_gains_use_the_task1_scratch_baseline_not_the_cnn_vs_vit_runs(tmp_path: Path) -> None:
+    make_run(tmp_path, "cnn", "CNN (CutMix recipe)", test_acc1=6.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family="cnn")
+    make_run(tmp_path, "vit", "ViT (CutMix recipe)", test_acc1=4.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family="vit")
+    make_run(tmp_path, "scratch", "scratch", test_acc1=10.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family=None)
+    make_run(tmp_path, "probe", "SimCLR / linear", test_acc1=16.0, curves=False, backbone_source="simclr", protocol="linear-cached", family=None)
+    baseline, gains, _ = R.gains_over_scratch(R.group_runs(R.load_study(tmp_path).main_runs))
+    assert baseline is not None and baseline.name == "scratch"
+    assert [(g.group.name, g.points) for g in gains] == [("SimCLR / linear", pytest.approx(6.0))]

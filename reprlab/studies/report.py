@@ -479,9 +479,14 @@ def gains_over_scratch(groups: Sequence[Group]) -> tuple[Group | None, list[Gain
 
     The baseline is the group whose ``backbone_source`` is ``"scratch"``; with several, the one
     with protocol ``"scratch"`` (ties broken by table order, reported in the returned notes).
+    Groups of the CNN-vs-ViT comparison (a non-null ``family``) have their own section: when a
+    scratch group outside it exists, that one is the baseline and they are left out here.
     """
     notes: list[str] = []
     evaluated = _eval_groups_with_test(groups)
+    task1 = [g for g in evaluated if g.common("family") is None]
+    if any(g.common("backbone_source") == "scratch" for g in task1):
+        evaluated = task1
     candidates = [g for g in evaluated if g.common("backbone_source") == "scratch"]
     if not candidates:
         return None, [], notes

@@ -173,8 +173,8 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
         "resolution": getattr(method, "input_size", cfg.data.resolution),
         "epochs": cfg.train.epochs,
         "steps": fitres.step,
-        # only supervised runs from scratch take part in the CNN-vs-ViT comparison
-        "family": (cfg.run.family or getattr(method.backbone, "family", None)) if kind == "train" else None,
+        # set by the CNN-vs-ViT recipes (run.family): those runs form their own comparison
+        "family": (cfg.run.family or None) if kind == "train" else None,
         "sweep": cfg.run.sweep or None,
         "sweep_params": {k: get_key(cfg, k) for k in cfg.run.sweep_keys},
         "val": best_val_d or _split(final_val, "val"),
