@@ -191,7 +191,42 @@ def _nest(dotted: str, value: Any) -> dict:
     return out
 
 
+#: Short spellings accepted on the command line and in files, mapped to the canonical keys.
+ALIASES = {
+    "aug.cutmix.prob": "aug.mix.cutmix_prob",
+    "aug.cutmix.alpha": "aug.mix.cutmix_alpha",
+    "aug.mixup.prob": "aug.mix.mixup_prob",
+    "aug.mixup.alpha": "aug.mix.mixup_alpha",
+    "aug.label_smoothing": "aug.mix.label_smoothing",
+}
+
+
+def _canonical(data: dict) -> dict:
+    """Rewrite aliased keys, and send unknown ``model.*`` keys to ``model.kwargs`` (architecture
+    arguments: ``model.depth=9`` is ``model.kwargs.depth=9``; a typo there is reported by the
+    model factory, naming the argument)."""
+    flat = flatten(data)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    out: dict = {}
+    for key, value in flat.items():
+        key = ALIASES.get(key, key)
+        parts = key.split(".")
+        if parts[0] == "model" and len(parts) == 2 and parts[1] not in model_fields:
+            key = f"model.kwargs.{parts[1]}"
+        _set_nested(out, key, value)
+    return out
+
+
+def _set_nested(d: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
 def _merge(obj: Any, data: dict, prefix: str, source: str) -> None:
+    if not prefix:
+        data = _canonical(data)
     hints = _hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in data.items():

@@ -82,3 +82,18 @@ def test_cnn_and_vit_recipes_are_identical_except_the_model():
     assert "model.name" in differ and "run.family" in differ
     assert all(k.startswith("model.") or k == "run.family" for k in differ), differ
     assert a["aug.mix.cutmix_prob"] == 1.0 and a["optim.no_decay_norm_bias"] is True
+
+
+def test_short_spellings_from_the_cli_map_to_canonical_keys():
+    cfg = load_config("configs/cnn_vs_vit/vit.toml", ["model.depth=6", "model.dim=384", "aug.cutmix.prob=0.5", "aug.mixup.alpha=0.2"])
+    assert cfg.model.kwargs["depth"] == 6 and cfg.model.kwargs["dim"] == 384 and cfg.model.kwargs["patch_size"] == 4
+    assert cfg.aug.mix.cutmix_prob == 0.5 and cfg.aug.mix.mixup_alpha == 0.2
+    assert "depth" not in to_dict(cfg)["model"]  # written back canonically
+
+
+def test_an_unknown_architecture_argument_is_named_by_the_model_factory():
+    from reprlab.models import create_model
+
+    cfg = load_config(None, ["model.widht=16"])
+    with pytest.raises(ReprlabError, match="widht"):
+        create_model(cfg.model.name, **cfg.model.kwargs)

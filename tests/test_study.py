@@ -323,6 +323,7 @@ def test_builtin_studies_are_listed_with_description_and_gpu_hours(capsys):
 def test_builtin_ssl_study_expands_to_the_full_design():
     from reprlab.studies.study import find_study
 
+    assert find_study("ssl-vs-supervised") == find_study("ssl_vs_supervised")  # either spelling
     study = load_study(find_study("ssl_vs_supervised"), out_dir="runs/x")
     names = list(study.nodes)
     assert len([n for n in names if n.startswith("simclr-")]) == 12 and len([n for n in names if n.startswith("full-sup-")]) == 12

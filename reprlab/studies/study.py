@@ -372,7 +372,8 @@ def find_study(name_or_file: str) -> Path:
     p = Path(name_or_file)
     if p.is_file():
         return p
-    builtin = BUILTIN_DIR / f"{name_or_file}.toml"
+    # built-in names take '-' or '_' alike: `ssl-vs-supervised` is `ssl_vs_supervised`
+    builtin = BUILTIN_DIR / f"{name_or_file.replace('-', '_')}.toml"
     if builtin.is_file() and "/" not in name_or_file:
         return builtin
     names = [b.stem for b in builtin_studies()]
