@@ -15,12 +15,14 @@ def add_run_arguments(p: argparse.ArgumentParser, default_config: str | None = N
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
-REPO = Path(__file__).resolve().parents[2]
+#: The recipes ship inside the package (``configs/`` at the repository root links here), so
+#: a regular, non-editable install finds them too.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def recipe(name: str) -> str:
-    """Path of a recipe shipped in the repository's configs/ folder."""
-    return str(REPO / "configs" / name)
+    """Path of a recipe shipped with the package (``configs/<name>``)."""
+    return str(CONFIGS / name)
 
 
 def resolve(args: argparse.Namespace, extra: list[str] = (), default_config: str | None = None) -> Config:

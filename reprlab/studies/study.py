@@ -81,7 +81,9 @@ RUN_KEYS = ("name", "command", "config", "overrides", "seeds", "grid", "match", 
 TOP_KEYS = ("study", "run", "sweep")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 #: configs named in built-in studies are relative to the repository root
-REPO_ROOT = Path(reprlab.__file__).resolve().parents[1]
+# "configs/..." in a study file resolves against the cwd, else against the package, which ships
+# the recipes in reprlab/configs (the repository's configs/ links there).
+PACKAGE_ROOT = Path(reprlab.__file__).resolve().parent
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REF_RE = re.compile(r"^\{([^{}]+)\}$")
 POLL_S = 0.2  # how often the runner looks at its children
@@ -169,13 +171,13 @@ def check_overrides(items: list[str], where: str, key: str) -> list[str]:
 
 
 def resolve_config_path(path: str, where: str) -> str:
-    """A config path as written, resolved against the cwd first and then the repository root."""
+    """A config path as written, resolved against the cwd first and then the installed package."""
     p = Path(path)
     if p.is_file():
         return path
-    if not p.is_absolute() and (REPO_ROOT / p).is_file():
-        return str(REPO_ROOT / p)
-    looked = str(Path.cwd()) if Path.cwd().resolve() == REPO_ROOT else f"{Path.cwd()} and {REPO_ROOT}"
+    if not p.is_absolute() and (PACKAGE_ROOT / p).is_file():
+        return str(PACKAGE_ROOT / p)
+    looked = str(Path.cwd()) if Path.cwd().resolve() == PACKAGE_ROOT else f"{Path.cwd()} and {PACKAGE_ROOT}"
     raise ReprlabError(f"{where}: config file {path!r} not found (looked in {looked})")
 
 
