@@ -19,9 +19,21 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from reprlab.errors import ReprlabError
+
+
+class _LazyFunctional:
+    """``torchvision.transforms.v2.functional``, imported on first use: RandAugment is the only
+    user, and importing torchvision costs every process (the CLI's start-up included) ~1 s."""
+
+    def __getattr__(self, name: str):
+        from torchvision.transforms.v2 import functional
+
+        return getattr(functional, name)
+
+
+TF = _LazyFunctional()
 
 __all__ = [
     "RAND_AUGMENT_OPS",
