@@ -201,19 +201,21 @@ ALIASES = {
 }
 
 
+def canonical_key(key: str) -> str:
+    """The full spelling of a dotted key: aliases resolved, and ``model.X`` for an architecture
+    argument X becomes ``model.kwargs.X`` (``model.depth=9`` is ``model.kwargs.depth=9``;
+    validate() checks such arguments against the model's factory)."""
+    key = ALIASES.get(key, key)
+    parts = key.split(".")
+    if parts[0] == "model" and len(parts) == 2 and parts[1] not in {f.name for f in dataclasses.fields(ModelConfig)}:
+        return f"model.kwargs.{parts[1]}"
+    return key
+
+
 def _canonical(data: dict) -> dict:
-    """Rewrite aliased keys, and send unknown ``model.*`` keys to ``model.kwargs`` (architecture
-    arguments: ``model.depth=9`` is ``model.kwargs.depth=9``; a typo there is reported by the
-    model factory, naming the argument)."""
-    flat = flatten(data)
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     out: dict = {}
-    for key, value in flat.items():
-        key = ALIASES.get(key, key)
-        parts = key.split(".")
-        if parts[0] == "model" and len(parts) == 2 and parts[1] not in model_fields:
-            key = f"model.kwargs.{parts[1]}"
-        _set_nested(out, key, value)
+    for key, value in flatten(data).items():
+        _set_nested(out, canonical_key(key), value)
     return out
 
 
@@ -327,11 +329,30 @@ def validate(cfg: Config) -> None:
             raise ReprlabError(f"config key {key!r}: expected {expected}, got {get_key(cfg, key)!r}")
     cfg.views.validate()
     cfg.aug.mix.validate()
+    if cfg.model.kwargs:
+        _check_model_kwargs(cfg.model.name, cfg.model.kwargs)
+
+
+def _check_model_kwargs(name: str, kwargs: dict) -> None:
+    """Architecture arguments must exist in the model's factory: a typo fails at load time, with
+    a suggestion, not hours later when the model is built (or never, for a probe)."""
+    from reprlab.models import get_entry
+
+    params = inspect.signature(get_entry(name).factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n != "num_classes"]
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid + fields, n=1)
+            hint = f"; did you mean '{'model.' if close[0] in fields else 'model.kwargs.'}{close[0]}'?" if close else ""
+            raise ReprlabError(f"config key 'model.kwargs.{key}': model {name!r} takes no argument {key!r}{hint} (it takes: {', '.join(valid)})")
 
 
 def get_key(cfg: Any, dotted: str) -> Any:
     obj = cfg
-    for part in dotted.split("."):
+    for part in canonical_key(dotted).split("."):
         obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
     return obj
 

@@ -30,10 +30,10 @@ def test_every_default_has_a_one_line_comment():
 def test_overrides_are_typed_and_applied_in_order(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('[optim]\nlr = 0.2\nname = "adamw"\n[train]\nepochs = 3\n[model.kwargs]\nwidth = 32\n')
-    cfg = load_config(f, ["optim.lr=0.05", "schedule.milestones=[1, 2]", "model.kwargs.depth=9", "views.crop_scale=[0.2, 1.0]"])
+    cfg = load_config(f, ["optim.lr=0.05", "schedule.milestones=[1, 2]", "model.kwargs.zero_init_residual=true", "views.crop_scale=[0.2, 1.0]"])
     assert cfg.optim.lr == 0.05 and cfg.optim.name == "adamw" and cfg.train.epochs == 3
     assert cfg.schedule.milestones == [1.0, 2.0] and all(isinstance(m, float) for m in cfg.schedule.milestones)
-    assert cfg.model.kwargs == {"width": 32, "depth": 9}
+    assert cfg.model.kwargs == {"width": 32, "zero_init_residual": True}
     assert cfg.views.crop_scale == (0.2, 1.0)
 
 
@@ -91,9 +91,15 @@ def test_short_spellings_from_the_cli_map_to_canonical_keys():
     assert "depth" not in to_dict(cfg)["model"]  # written back canonically
 
 
-def test_an_unknown_architecture_argument_is_named_by_the_model_factory():
-    from reprlab.models import create_model
+@pytest.mark.parametrize("override, suggestion", [("model.widht=16", "model.kwargs.width"), ("model.chanels_last=false", "model.channels_last")])
+def test_an_unknown_architecture_argument_is_rejected_at_load_time(override, suggestion):
+    with pytest.raises(ReprlabError) as e:
+        load_config(None, [override])
+    assert override.split("=")[0].split(".")[1] in str(e.value) and suggestion in str(e.value)
 
-    cfg = load_config(None, ["model.widht=16"])
-    with pytest.raises(ReprlabError, match="widht"):
-        create_model(cfg.model.name, **cfg.model.kwargs)
+
+def test_sweep_keys_in_short_spelling_are_read_back():
+    from reprlab.config import get_key
+
+    cfg = load_config(None, ['model.name="vit"', "model.depth=9", 'run.sweep_keys=["model.depth", "aug.cutmix.prob"]'])
+    assert {k: get_key(cfg, k) for k in cfg.run.sweep_keys} == {"model.depth": 9, "aug.cutmix.prob": 0.0}

@@ -111,3 +111,11 @@ def test_feature_cache_ignores_features_of_another_configuration(tmp_path):
     FeatureCache(tmp_path / "f.pt", {"resolution": 32}).save(feats)
     assert torch.equal(FeatureCache(tmp_path / "f.pt", {"resolution": 32}).load()["train"], feats["train"])
     assert FeatureCache(tmp_path / "f.pt", {"resolution": 224}).load() is None
+
+
+def test_resume_refuses_a_config_that_dropped_a_key(tmp_path):
+    cfg = _cfg(tmp_path, "train.epochs=1", "model.kwargs.zero_init_residual=true")
+    _fit(cfg, tmp_path)
+    (tmp_path / "r" / "result.json").unlink(missing_ok=True)
+    with pytest.raises(ReprlabError, match="zero_init_residual"):
+        _fit(_cfg(tmp_path, "train.epochs=1"), tmp_path)  # same run dir, architecture argument gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 from reprlab.config import Config, load_config
 
@@ -40,8 +41,11 @@ def print_result(result: dict) -> None:
     print(json.dumps(out, indent=2))
 
 
-def run_task(args: argparse.Namespace, kind: str, extra: list[str] = (), default_config: str | None = None) -> int:
-    """Resolve the config and run one task through the loop (``--print-config`` only prints it)."""
+def run_task(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> int:
+    """Resolve the config and run one task through the loop (``--print-config`` only prints it).
+
+    ``kind`` may be a function of the resolved config, so that the task and the recorded config
+    can never disagree (a flag sets a key; a later override of that key wins for both)."""
     from reprlab.config import dumps_toml, to_dict
     from reprlab.train.task import execute
 
@@ -49,5 +53,5 @@ def run_task(args: argparse.Namespace, kind: str, extra: list[str] = (), default
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0
-    print_result(execute(cfg, kind, args.config))
+    print_result(execute(cfg, kind(cfg) if callable(kind) else kind, args.config))
     return 0

@@ -4,7 +4,7 @@ either only the head (``--mode head``, backbone frozen in eval mode) or every la
 
 from __future__ import annotations
 
-from reprlab.commands._common import add_run_arguments, recipe, resolve, run_task
+from reprlab.commands._common import add_run_arguments, recipe, run_task
 
 NAME = "finetune"
 HELP = "fine-tune a pretrained backbone on CIFAR-100 (--mode full | head)"
@@ -21,5 +21,4 @@ def run(args) -> int:
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
     extra += [f'eval.finetune_mode="{args.mode}"'] if args.mode else []
-    mode = args.mode or resolve(args, extra, recipe("finetune/resnet18.toml")).eval.finetune_mode
-    return run_task(args, f"finetune-{mode}", ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))
+    return run_task(args, lambda cfg: f"finetune-{cfg.eval.finetune_mode}", ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))

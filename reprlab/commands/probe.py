@@ -8,6 +8,7 @@ the training loop. Both verify afterwards that the backbone is bit-identical to 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve, run_task
 from reprlab.config import dumps_toml, to_dict
@@ -26,9 +27,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
-    cfg = resolve(args, ['data.dataset="cifar100"', *extra])
-    if args.augment or cfg.eval.protocol == "augment":
-        return run_task(args, "probe-augment", ['data.dataset="cifar100"', 'eval.protocol="augment"', *extra], recipe("probe/linear_augment.toml"))
+    extra = ['data.dataset="cifar100"', *extra] + (['eval.protocol="augment"'] if args.augment else [])
+    cfg = resolve(args, extra)
+    if cfg.eval.protocol == "augment":  # the flag, or the key itself; a later override wins for both
+        return run_task(args, "probe-augment", extra, recipe("probe/linear_augment.toml"))
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0
@@ -74,7 +76,10 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
         fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model), "precision": cfg.train.precision}
         if bb.source == "checkpoint":
-            fingerprint["checkpoint_step"] = bb.info.get("pretrain_step")
+            stat = Path(bb.info["checkpoint"]).stat()
+            fingerprint["checkpoint"] = [bb.info.get("pretrain_step"), stat.st_size, stat.st_mtime_ns]
+        if bb.source == "random-init":
+            fingerprint["seed"] = cfg.train.seed
         out = cached_probe(bb, splits, cfg, device, FeatureCache(run.path / "features.pt", fingerprint))
         with open(run.metrics_file, "w") as f:
             for i, row in enumerate(out["l2_sweep"]):

@@ -120,7 +120,7 @@ class RunDir:
                 old, new = flatten(tomllib.loads(existing.read_text())), flatten(to_dict(cfg))
                 from reprlab.train.task import VOLATILE_KEYS
 
-                diff = [k for k in new if old.get(k) != new[k] and k not in VOLATILE_KEYS]
+                diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in VOLATILE_KEYS)
                 if diff:
                     raise ReprlabError(
                         f"run directory {self.path} holds a run with a different config ({', '.join(diff[:4])} differ); "
