@@ -418,3 +418,13 @@ def test_gains_use_the_task1_scratch_baseline_not_the_cnn_vs_vit_runs(tmp_path: 
     baseline, gains, _ = R.gains_over_scratch(R.group_runs(R.load_study(tmp_path).main_runs))
     assert baseline is not None and baseline.name == "scratch"
     assert [(g.group.name, g.points) for g in gains] == [("SimCLR / linear", pytest.approx(6.0))]
+
+
+def test_fraction_references_leave_out_the_cnn_vs_vit_runs(tmp_path: Path) -> None:
+    from reprlab.studies.report import fraction_lines, group_runs, load_study
+
+    make_run(tmp_path, "cnn", "CNN (CutMix recipe)", test_acc1=6.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family="cnn", fraction=None)
+    make_run(tmp_path, "scratch", "scratch", test_acc1=10.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family=None, fraction=None)
+    make_run(tmp_path, "probe", "SimCLR / linear", test_acc1=16.0, curves=False, backbone_source="simclr", protocol="linear-cached", family=None, fraction=0.2)
+    lines, refs = fraction_lines(group_runs(load_study(tmp_path).runs))
+    assert [g.name for g in refs] == ["scratch"] and len(lines) == 1

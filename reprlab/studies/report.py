@@ -548,6 +548,10 @@ def fraction_lines(groups: Sequence[Group]) -> tuple[list[FractionLine], list[Gr
         for g in evaluated
         if g.common("backbone_source") == "imagenet-supervised" or (g.common("fraction") is None and g.common("backbone_source") == "scratch")
     ]
+    # as for the gains: the CNN-vs-ViT runs (non-null family) are references only without a
+    # scratch run of the pretraining comparison itself
+    if any(g.common("family") is None and g.common("backbone_source") == "scratch" for g in refs):
+        refs = [g for g in refs if g.common("family") is None]
     return sorted(lines.values(), key=lambda l: l.label), refs
 
 
