@@ -36,6 +36,15 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> to
     return (images.float() * (1.0 / 255.0) - mean) / std
 
 
+def prepare_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int | None = None, channels_last: bool = False) -> torch.Tensor:
+    """uint8 NCHW on the device -> the model's input: normalised, resized to ``size`` when it
+    differs (antialiased when shrinking), optionally in channels_last memory format."""
+    x = normalize(images, mean, std)
+    if size and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def stats_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
     m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from reprlab.data.device import iterate_eval, normalize
+from reprlab.data.device import iterate_eval, prepare_batch
 
 
 @torch.no_grad()
@@ -28,11 +27,7 @@ def extract_features(
     model.eval()
     out = []
     for sl in iterate_eval(images_u8, batch_size):
-        x = normalize(images_u8[sl].to(device, non_blocking=True), mean, std)
-        if resolution and x.shape[-1] != resolution:
-            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=x.shape[-1] > resolution)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prepare_batch(images_u8[sl].to(device, non_blocking=True), mean, std, resolution, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             out.append(model(x).float())
     model.train(was_training)

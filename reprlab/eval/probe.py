@@ -21,6 +21,7 @@ from reprlab.data.device import stats_tensors
 from reprlab.errors import ReprlabError
 from reprlab.eval.features import extract_features
 from reprlab.eval.frozen import snapshot, verify_unchanged
+from reprlab.eval.metrics import classification_metrics
 
 
 @dataclass
@@ -58,13 +59,8 @@ def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor
 
 def accuracy_report(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], coarse_of_fine: torch.Tensor | None, coarse_classes: list[str] | None) -> dict:
     """top-1/top-5, per-class accuracy and the 20-superclass accuracy of the fine predictions."""
-    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    pred = top5[:, 0]
-    out = {
-        "acc1": (pred == labels).float().mean().item() * 100,
-        "acc5": (top5 == labels[:, None]).any(1).float().mean().item() * 100,
-        "loss": F.cross_entropy(logits, labels).item(),
-    }
+    out: dict = {k.split("/", 1)[1]: v for k, v in classification_metrics(logits, labels, "x").items()}
+    pred = logits.topk(1, dim=1).indices[:, 0]  # the same prediction acc1 counted
     per_class = {}
     for c, name in enumerate(classes):
         m = labels == c

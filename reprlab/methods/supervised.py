@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 from reprlab.augment.basic import random_crop, random_flip
 from reprlab.augment.mix import BatchMix, rand_augment, random_erasing
-from reprlab.data.device import iterate_eval, normalize, stats_tensors
+from reprlab.data.device import iterate_eval, prepare_batch, stats_tensors
 from reprlab.errors import ReprlabError
+from reprlab.eval.metrics import classification_metrics
 from reprlab.losses import soft_cross_entropy
 from reprlab.methods.base import Method, register_method
 from reprlab.models import create_model
@@ -60,12 +61,7 @@ class Supervised(Method):
         self._forward = torch.compile(self.backbone)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = normalize(x, self.mean, self.std)
-        if x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.input_size)
-        if self.cfg.model.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return prepare_batch(x, self.mean, self.std, self.input_size, self.cfg.model.channels_last)
 
     def training_step(self, images, labels, generator):
         a = self.cfg.aug
@@ -121,10 +117,3 @@ class Supervised(Method):
 
         verify_unchanged(self.backbone, self._frozen, exclude=self._head_ids)
 
-
-def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict[str, float]:
-    loss = F.cross_entropy(logits, labels).item()
-    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    acc1 = (top5[:, 0] == labels).float().mean().item() * 100
-    acc5 = (top5 == labels[:, None]).any(1).float().mean().item() * 100
-    return {f"{prefix}/loss": loss, f"{prefix}/acc1": acc1, f"{prefix}/acc5": acc5}

@@ -134,12 +134,7 @@ def _flops(method) -> int | None:
     from reprlab.models.flops import count_flops
 
     model = method.backbone
-    size = getattr(method, "input_size", None) or model.input_size
-    was = model.training
-    try:
-        return int(count_flops(model, size))
-    finally:
-        model.train(was)
+    return int(count_flops(model, getattr(method, "input_size", None) or model.input_size))
 
 
 def _split(metrics: dict, prefix: str) -> dict:
