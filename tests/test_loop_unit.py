@@ -11,7 +11,8 @@ from reprlab.data.types import ImageSet, Splits
 from reprlab.errors import ReprlabError
 from reprlab.eval.backbones import load_backbone
 from reprlab.methods.supervised import Supervised
-from reprlab.train.loop import checkpoint_step, fit, resolve_device
+from reprlab.runtime import resolve_device
+from reprlab.train.loop import checkpoint_step, fit
 from reprlab.train.rundir import RunDir
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)

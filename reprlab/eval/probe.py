@@ -103,7 +103,6 @@ def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None
     mean, std = stats_tensors(backbone.mean, backbone.std, device)
     res = cfg.eval.resolution or backbone.input_size
     t0 = time.perf_counter()
-    from reprlab.train.loop import resolve_precision
 
     amp = resolve_precision(cfg.train.precision, device)
     feats = feature_cache.load() if feature_cache else None

@@ -17,6 +17,7 @@ import torch.nn as nn
 from reprlab.data.device import stats_tensors
 from reprlab.data.types import Splits
 from reprlab.errors import ReprlabError
+from reprlab.runtime import resolve_precision
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -62,8 +63,6 @@ class Method(nn.Module):
         mean, std = stats_tensors(splits.mean, splits.std, device)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
-        from reprlab.train.loop import resolve_precision
-
         self.amp_dtype = resolve_precision(cfg.train.precision, device)  # evaluation follows train.precision too
 
     # ---- hooks

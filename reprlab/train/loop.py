@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import shutil
 import signal
 import sys
@@ -25,64 +24,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from reprlab.config import Config, to_dict
 from reprlab.data.device import epoch_order
 from reprlab.errors import NonFiniteLossError, ReprlabError
 from reprlab.methods.base import Method
+from reprlab.runtime import get_rng_state, resolve_precision, set_rng_state
 from reprlab.train.optim import build_optimizer, param_groups
 from reprlab.train.rundir import MetricsLogger, RunDir, atomic_torch_save
 from reprlab.train.schedule import lr_factor
 
+
 KILL_ENV = "REPRLAB_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after this step
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ReprlabError(f"train.device={name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ReprlabError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
-    return dev
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = fp32)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
@@ -134,7 +88,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         aug_gen.set_state(ckpt["aug_generator"].to(aug_gen.get_state().device))
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         step, best = ckpt["step"], ckpt["best"]
         resumed_from = step
         if best["step"] == step and checkpoint_step(run.best) != step:
@@ -151,7 +105,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "aug_generator": aug_gen.get_state(),
-                "rng": _rng_state(),
+                "rng": get_rng_state(),
                 "step": step,
                 "best": best,
                 "config": to_dict(cfg),

@@ -20,7 +20,8 @@ import torch
 from reprlab.config import Config, flatten, get_key, to_dict
 from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
-from reprlab.train.loop import _load_checkpoint, fit, resolve_device, seed_everything
+from reprlab.runtime import resolve_device, seed_everything
+from reprlab.train.loop import _load_checkpoint, fit
 from reprlab.train.rundir import RunDir, read_result
 
 #: result.json fields per task kind
