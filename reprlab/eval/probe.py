@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from reprlab.data.device import stats_tensors
 from reprlab.errors import ReprlabError
+from reprlab.runtime import resolve_precision
 from reprlab.eval.features import extract_features
 from reprlab.eval.frozen import snapshot, verify_unchanged
 from reprlab.eval.metrics import classification_metrics
