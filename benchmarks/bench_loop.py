@@ -70,9 +70,9 @@ class Timed(Supervised):
         super().__init__(*a, **k)
         self.stamps: list[float] = []
 
-    def training_step(self, images, labels, generator):
+    def training_step(self, images, labels, generator, ctx):
         self.stamps.append(time.perf_counter())
-        return super().training_step(images, labels, generator)
+        return super().training_step(images, labels, generator, ctx)
 
 
 def framework_loop(splits: Splits, width: int, batch: int, steps: int, augment: bool) -> list[float]:

@@ -36,7 +36,7 @@ from torchvision import transforms as T
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reprlab.augment.views import ViewAugment, ViewConfig, two_views  # noqa: E402
+from reprlab.augment.views import MultiView, ViewConfig  # noqa: E402
 
 # CIFAR-100 training-set channel statistics (any fixed values would do for timing).
 MEAN = (0.5071, 0.4865, 0.4409)
@@ -95,16 +95,16 @@ def time_batched(step, batches: list[torch.Tensor], iters: int, budget_s: float,
 def bench_views(
     images: torch.Tensor, batch: int, iters: int, budget_s: float, threads: int, device: str
 ) -> float:
-    """Throughput of ``two_views`` with ``threads`` intra-op threads on ``device``."""
+    """Throughput of two SimCLR views (``MultiView``) with ``threads`` intra-op threads on ``device``."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        aug = ViewAugment(ViewConfig(), MEAN, STD)
+        views = MultiView({"view": ViewConfig(count=2)}, MEAN, STD)
         gen = torch.Generator(device=device).manual_seed(0)
         data = images.to(device)
         batches = [data[i : i + batch] for i in range(0, len(data) - batch + 1, batch)]
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        return time_batched(lambda b: two_views(aug, b, gen), batches, iters, budget_s, sync)
+        return time_batched(lambda b: views(b, gen), batches, iters, budget_s, sync)
     finally:
         torch.set_num_threads(before)
 

@@ -2,13 +2,17 @@
 
 Sub-commands are plug-ins: every module in :mod:`reprlab.commands` defines ``NAME``, ``HELP``,
 ``add_arguments(parser)`` and ``run(args) -> int``. A :class:`~reprlab.errors.ReprlabError`
-is printed as one line (``reprlab: error: ...``) with a non-zero exit and no traceback.
+is printed as one line (``reprlab: error: ...``) with a non-zero exit and no traceback; so is an
+operating-system error of the environment (read-only file system, no space left, permission
+denied: :data:`reprlab.io.CAUSES`), naming the path. A closed pipe (``reprlab config | head``)
+ends the command quietly with exit status 141 (128 + SIGPIPE), as a Unix tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -43,7 +47,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, mods
 
 
+#: exit status after a closed pipe: what a shell reports for a writer killed by SIGPIPE
+BROKEN_PIPE_EXIT = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so that the
+        # interpreter's final flush does not meet the broken pipe again and print about it.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass  # stdout is not a file descriptor (tests capture it)
+        return BROKEN_PIPE_EXIT
+
+
+def _main(argv: list[str] | None) -> int:
+    from reprlab.io import is_environment_error, os_cause
+
     parser, mods = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -55,10 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"reprlab: warning: {msg}\n"
     try:
-        return int(mods[args.command].run(args) or 0)
+        code = int(mods[args.command].run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except ReprlabError as e:
         print(f"reprlab: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        if not is_environment_error(e):
+            raise  # anything else is a bug and keeps its traceback
+        print(f"reprlab: error: {e.filename + ': ' if e.filename else ''}{os_cause(e)}", file=sys.stderr)
+        return ReprlabError.exit_code
     except KeyboardInterrupt:
         print("reprlab: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

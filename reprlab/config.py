@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import tomllib
 import types
@@ -26,6 +27,8 @@ from typing import Any
 from reprlab.augment.mix import MixConfig
 from reprlab.augment.views import ViewConfig
 from reprlab.errors import ReprlabError
+from reprlab.registry import METHODS
+from reprlab.schedules import SHAPES, ScalarSchedule, Scheduled, all_values
 
 
 @dataclass
@@ -65,9 +68,11 @@ class OptimConfig:
     name: str = "sgd"  # sgd | adamw | lars
     lr: float = 0.1  # peak learning rate at batch_size (not rescaled)
     momentum: float = 0.9  # SGD/LARS momentum
+    lars_eta: float = 0.001  # LARS trust coefficient (SimCLR: 0.001; solo-learn's CIFAR recipes: 0.02)
+    lars_clip_lr: bool = False  # LARS caps each tensor's step at min(local rate, lr) instead of scaling (solo-learn's CIFAR recipes: true)
     nesterov: bool = True  # Nesterov momentum for SGD
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
-    weight_decay: float = 5e-4  # L2 / decoupled weight decay
+    weight_decay: Scheduled = 5e-4  # L2 / decoupled weight decay; a number or a schedule table (DINO: {start = 0.04, end = 0.4})
     no_decay_norm_bias: bool = True  # exclude norm weights and biases from weight decay
     grad_clip: float = 0.0  # clip the global gradient norm to this value; 0 = off
     backbone_lr_mult: float = 0.1  # full fine-tuning: learning-rate multiplier of the pretrained backbone (head: 1x)
@@ -95,15 +100,13 @@ class AugConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "supervised"  # registry key: supervised | simclr
-    temperature: float = 0.5  # NT-Xent temperature (SimCLR CIFAR: 0.5)
-    proj_hidden_dim: int = 2048  # projection head hidden width
-    proj_out_dim: int = 128  # projection head output width
-    proj_layers: int = 2  # projection head depth (SimCLR v1: 2)
-    knn_k: int = 200  # kNN monitor: neighbours
-    knn_temperature: float = 0.1  # kNN monitor: similarity temperature
-    knn_every_epochs: int = 5  # kNN monitor on the CIFAR-100 validation split every this many epochs
-    knn_bank_size: int = 0  # kNN monitor: training images in the memory bank (evenly strided); 0 = all
+    """The ``[method]`` section. Each method declares its own subclass next to its code
+    (``reprlab/methods/<name>.py``); ``[method]`` is checked against the chosen one."""
+
+    name: str = "supervised"  # registry key: supervised | simclr | byol | ... (`reprlab config method --method NAME`)
+
+    def validate(self) -> None:
+        """Range checks beyond types; raise ReprlabError naming the key."""
 
 
 @dataclass
@@ -143,7 +146,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimiser
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # learning-rate schedule
     aug: AugConfig = field(default_factory=AugConfig)  # supervised augmentation recipe
-    views: ViewConfig = field(default_factory=ViewConfig)  # self-supervised view pipeline
+    views: dict[str, ViewConfig] = field(default_factory=dict)  # self-supervised view pipelines, by name; defaults from the method
     eval: EvalConfig = field(default_factory=EvalConfig)  # linear protocol and fine-tuning
     train: TrainConfig = field(default_factory=TrainConfig)  # loop, precision, logging
 
@@ -155,22 +158,47 @@ class Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: Config | None = None) -> Config:
     """Defaults <- TOML file <- ``key=value`` overrides, every key and type checked."""
     cfg = base if base is not None else Config()
+    layers: list[tuple[dict, str]] = []
     if path:
         p = Path(path)
         if not p.is_file():
             raise ReprlabError(f"config file {p} not found")
         try:
-            data = tomllib.loads(p.read_text())
+            layers.append((tomllib.loads(p.read_text()), str(p)))
         except tomllib.TOMLDecodeError as e:
             raise ReprlabError(f"config file {p}: invalid TOML ({e})") from None
-        _merge(cfg, data, prefix="", source=str(p))
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ReprlabError(f"override {item!r}: expected key=value, e.g. optim.lr=0.1")
-        _merge(cfg, _nest(key.strip(), _parse_value(raw.strip())), prefix="", source="command line")
+        layers.append((_nest(key.strip(), _parse_value(raw.strip())), "command line"))
+    # The method decides what [method] and [views] may hold: find it first (the last layer that
+    # names it wins), install its defaults, then merge every layer in order.
+    name = cfg.method.name
+    for data, source in layers:
+        m = _canonical(data).get("method")
+        if isinstance(m, dict) and "name" in m:
+            name = m["name"]
+            if not isinstance(name, str):
+                raise ReprlabError(f"config key 'method.name' ({source}): expected a string, got {name!r}")
+    use_method(cfg, name)
+    for data, source in layers:
+        _merge(cfg, data, prefix="", source=source)
     validate(cfg)
     return cfg
+
+
+def method_class(name: str):
+    """The registered method class for ``method.name`` (imports its module)."""
+    return METHODS.get(name)
+
+
+def use_method(cfg: "Config", name: str) -> None:
+    """Install the defaults of method ``name`` ([method] and [views]) unless already in place."""
+    cls = method_class(name)
+    if type(cfg.method) is not cls.Config or cfg.method.name != name:
+        cfg.method = cls.Config(name=name)
+        cfg.views = cls.default_views()
 
 
 def _parse_value(raw: str) -> Any:
@@ -234,12 +262,16 @@ def _merge(obj: Any, data: dict, prefix: str, source: str) -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
-            valid = [f"{prefix}{n}" for n in names]
-            close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5) or difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0] if close[0].startswith(prefix) else prefix + close[0]!r}?" if close else ""
-            raise ReprlabError(f"unknown config key {full!r} ({source}){hint}")
+            close = suggest_field(key, type(obj))
+            hint = f"; did you mean {prefix + close!r}?" if close else ""
+            what = f" for method {obj.name!r}" if isinstance(obj, MethodConfig) else ""
+            raise ReprlabError(f"unknown config key {full!r}{what} ({source}){hint}")
+        if isinstance(obj, MethodConfig) and key == "name":
+            continue  # resolved before merging (use_method): the last layer that names it wins
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if isinstance(obj, Config) and key == "views":
+            _merge_views(current, value, source, obj.method.name)
+        elif dataclasses.is_dataclass(current) and not isinstance(current, ScalarSchedule):
             if not isinstance(value, dict):
                 raise ReprlabError(f"config key {full!r} ({source}) is a section; set its fields, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
             _merge(current, value, f"{full}.", source)
@@ -247,8 +279,72 @@ def _merge(obj: Any, data: dict, prefix: str, source: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], full, source, current))
 
 
+def _merge_views(views: dict, data: Any, source: str, method: str) -> None:
+    """``[views]``: a key of ViewConfig sets that field on every view of the method;
+    ``[views.NAME]`` sets it on one view (the method names its views)."""
+    if not isinstance(data, dict):
+        raise ReprlabError(f"config key 'views' ({source}) is a section; set views.FIELD or views.NAME.FIELD")
+    fields = [f.name for f in dataclasses.fields(ViewConfig)]
+    for key, value in data.items():
+        if key in views:
+            if not isinstance(value, dict):
+                raise ReprlabError(f"config key 'views.{key}' ({source}) is a view; set its fields, e.g. views.{key}.crop_scale=...")
+            _merge(views[key], value, f"views.{key}.", source)
+        elif key in fields:
+            if not views:
+                raise ReprlabError(f"config key 'views.{key}' ({source}): method {method!r} has no view pipelines")
+            for v in views.values():
+                _merge(v, {key: value}, "views.", source)
+        else:
+            close = difflib.get_close_matches(key, list(views) + fields, n=1, cutoff=0.5)
+            hint = f"; did you mean 'views.{close[0]}'?" if close else ""
+            known = f"views of {method!r}: {', '.join(views)}; " if views else ""
+            raise ReprlabError(f"unknown config key 'views.{key}' ({source}){hint} ({known}fields: {', '.join(fields)})")
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z0-9]+", text.lower()) if len(w) > 1}
+
+
+def suggest_field(key: str, cls: type) -> str | None:
+    """The field of dataclass ``cls`` a mistyped ``key`` most likely meant.
+
+    Spelling alone misleads (``learning_rate`` is closer to ``name`` than to ``lr``), so a field
+    also scores by its initials (``lr``, ``wd``) and by the words of its documentation comment."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    comments = field_comments(cls)
+    words = _words(key.replace("_", " "))
+    initials = "".join(w[0] for w in key.split("_") if w)
+    best, best_score = None, 0.0
+    for n in names:
+        score = difflib.SequenceMatcher(None, key, n).ratio()
+        if (len(initials) > 1 and n == initials) or (len(key) > 1 and key == "".join(w[0] for w in n.split("_"))):
+            score = max(score, 0.95)  # lr for learning_rate, wd for weight_decay
+        if words:
+            doc = _words(n.replace("_", " ")) | _words(comments.get(n, ""))
+            hit = sum(any(d.startswith(w[:5]) or w.startswith(d[:5]) for d in doc if len(d) > 2) for w in words) / len(words)
+            score = max(score, 0.5 + 0.4 * hit if hit == 1.0 else 0.3 * hit + 0.4 * score)
+        if score > best_score:
+            best, best_score = n, score
+    return best if best_score >= 0.5 else None
+
+
 def _coerce(value: Any, tp: Any, key: str, source: str, current: Any) -> Any:
     origin = typing.get_origin(tp)
+    if ScalarSchedule in typing.get_args(tp) or tp is ScalarSchedule:
+        if isinstance(value, ScalarSchedule):
+            return value
+        if isinstance(value, dict):
+            sched = dataclasses.replace(current) if isinstance(current, ScalarSchedule) else ScalarSchedule(start=float(current or 0.0))
+            _merge(sched, value, f"{key}.", source)
+            if sched.shape not in SHAPES:
+                raise ReprlabError(f"config key '{key}.shape' ({source}): {sched.shape!r} is not one of {', '.join(SHAPES)}")
+            if sched.warmup_epochs < 0:
+                raise ReprlabError(f"config key '{key}.warmup_epochs' ({source}): expected >= 0, got {sched.warmup_epochs!r}")
+            return sched
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ReprlabError(f"config key {key!r} ({source}): expected a number or a schedule table {{start, end, shape, warmup_epochs, warmup_from}}, got {value!r}")
+        return _coerce(value, float, key, source, current)
     if origin is dict:
         if not isinstance(value, dict):
             raise ReprlabError(f"config key {key!r} ({source}): expected a table, got {value!r}")
@@ -271,6 +367,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str, current: Any) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ReprlabError(f"config key {key!r} ({source}): expected a finite number, got {value!r}")
     if tp is bool and not isinstance(value, bool):
         raise ReprlabError(f"config key {key!r} ({source}): expected true or false, got {value!r}")
     if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, tp)):
@@ -309,14 +407,11 @@ def validate(cfg: Config) -> None:
             raise ReprlabError(f"config key {key!r}: expected a positive value, got {get_key(cfg, key)!r}")
     if not 0.0 < cfg.data.fraction <= 1.0:
         raise ReprlabError(f"config key 'data.fraction': expected 0 < fraction <= 1, got {cfg.data.fraction!r}")
-    if cfg.optim.lr < 0 or cfg.optim.weight_decay < 0:
-        raise ReprlabError("config keys 'optim.lr' and 'optim.weight_decay' must be >= 0")
+    if cfg.optim.lr < 0 or min(all_values(cfg.optim.weight_decay)) < 0 or cfg.optim.lars_eta <= 0:
+        raise ReprlabError(f"config keys 'optim.lr' and 'optim.weight_decay' must be >= 0 and 'optim.lars_eta' > 0 (got {cfg.optim.lr!r}, {cfg.optim.weight_decay!r}, {cfg.optim.lars_eta!r})")
     if cfg.data.val_size <= 0:
         raise ReprlabError(f"config key 'data.val_size': expected > 0 (model selection needs a validation split), got {cfg.data.val_size}")
     checks = [
-        ("method.knn_k", cfg.method.knn_k >= 1, ">= 1"),
-        ("method.knn_temperature", cfg.method.knn_temperature > 0, "> 0"),
-        ("method.temperature", cfg.method.temperature > 0, "> 0"),
         ("train.max_steps", cfg.train.max_steps >= 0, ">= 0"),
         ("train.checkpoint_every_steps", cfg.train.checkpoint_every_steps >= 0, ">= 0"),
         ("eval.max_iter", cfg.eval.max_iter >= 1, ">= 1"),
@@ -327,7 +422,12 @@ def validate(cfg: Config) -> None:
     for key, ok, expected in checks:
         if not ok:
             raise ReprlabError(f"config key {key!r}: expected {expected}, got {get_key(cfg, key)!r}")
-    cfg.views.validate()
+    for name, v in cfg.views.items():
+        try:
+            v.validate()
+        except ReprlabError as e:
+            raise ReprlabError(f"views.{name}: {e}") from None
+    cfg.method.validate()
     cfg.aug.mix.validate()
     if cfg.model.kwargs:
         _check_model_kwargs(cfg.model.name, cfg.model.kwargs)
@@ -365,8 +465,8 @@ def to_dict(cfg: Any) -> dict:
     """Plain nested dict (tuples become lists) suitable for TOML/JSON."""
 
     def conv(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if dataclasses.is_dataclass(v):  # None (an unset optional) is left out: TOML has no null
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
         if isinstance(v, dict):
@@ -378,6 +478,7 @@ def to_dict(cfg: Any) -> dict:
 
 def from_dict(data: dict) -> Config:
     cfg = Config()
+    use_method(cfg, (data.get("method") or {}).get("name", cfg.method.name))
     _merge(cfg, data, prefix="", source="saved config")
     return cfg
 
@@ -434,25 +535,36 @@ def _tkey(k: str) -> str:
 
 @cache
 def field_comments(cls: type) -> dict[str, str]:
-    """The ``# comment`` after each field of a dataclass, read from its source."""
-    src = inspect.getsource(cls)
-    out = {}
-    for line in src.splitlines():
-        m = re.match(r"\s+(\w+)\s*:\s*[^=]+=.*?#\s*(.+)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
+    """The ``# comment`` after each field of a dataclass (and of its dataclass bases: a method's
+    config inherits the shared fields), read from their source; a subclass's comment wins."""
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        for line in inspect.getsource(klass).splitlines():
+            m = re.match(r"\s+(\w+)\s*:\s*[^=]+=.*?#\s*(.+)$", line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
     return out
+
+
+def default_config(method: str = "supervised") -> Config:
+    """The defaults of a run of ``method`` (its [method] fields and views installed)."""
+    cfg = Config()
+    use_method(cfg, method)
+    return cfg
 
 
 def describe(obj: Any = None, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(dotted key, default, comment) for every leaf field: the config's documentation."""
-    obj = obj if obj is not None else Config()
+    obj = obj if obj is not None else default_config()
     rows = []
     comments = field_comments(type(obj))
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, ScalarSchedule):
             rows.extend(describe(v, f"{prefix}{f.name}."))
+        elif isinstance(v, dict) and v and all(dataclasses.is_dataclass(x) for x in v.values()):
+            for name, x in v.items():
+                rows.extend(describe(x, f"{prefix}{f.name}.{name}."))
         else:
             rows.append((f"{prefix}{f.name}", v, comments.get(f.name, "")))
     return rows

@@ -178,3 +178,85 @@ def make_study(root: Path, all_curves: bool = False) -> dict[str, list[Path]]:
     orphan.mkdir(parents=True)
     (orphan / "metrics.jsonl").write_text(json.dumps({"step": 10, "epoch": 0.5, "train/loss": 4.0}) + "\n{\"step\": 2", encoding="utf-8")
     return runs
+
+
+# ------------------------------------------------------------------------------------------
+# Reading a built report back, and expected values computed without the report package
+# ------------------------------------------------------------------------------------------
+
+
+def read_results(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """The result.json documents of ``run_dirs``, parsed with plain ``json``."""
+    return [json.loads((Path(d) / "result.json").read_text()) for d in run_dirs]
+
+
+def expected_stat(values: list[float]) -> str:
+    """The mean ± std string computed independently (ddof=1; "—" for a single value)."""
+    import statistics
+
+    std = f"{statistics.stdev(values):.2f}" if len(values) >= 2 else "—"
+    return f"{statistics.mean(values):.2f} ± {std}"
+
+
+def md_section(md: str, section: str) -> str:
+    """The text of the ``## section`` of a report.md, up to the next level-2 heading."""
+    return md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def md_row(md: str, section: str, first_cell: str) -> str:
+    """The Markdown table line of ``section`` whose first cell is ``first_cell``."""
+    rows = [l for l in md_section(md, section).splitlines() if l.startswith(f"| {first_cell} |")]
+    assert len(rows) == 1, f"expected one row for {first_cell!r} in {section!r}, got {rows}"
+    return rows[0]
+
+
+def html_row(page: str, section_anchor: str, first_cell: str) -> str:
+    """The HTML table row of the section with id ``section_anchor`` whose first cell is ``first_cell``."""
+    import html
+    import re
+
+    body = page.split(f'id="{section_anchor}"', 1)[1].split("<h2", 1)[0]
+    rows = [r for r in re.findall(r"<tr>.*?</tr>", body) if r.startswith(f"<tr><td>{html.escape(first_cell)}</td>")]
+    assert len(rows) == 1, f"expected one row for {first_cell!r}, got {len(rows)}"
+    return rows[0]
+
+
+def count_lines_with(path: Path, key: str) -> int:
+    """metrics.jsonl lines holding both ``key`` and an epoch (what a curve plots)."""
+    lines = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return sum(1 for l in lines if l.get(key) is not None and l.get("epoch") is not None)
+
+
+# ------------------------------------------------------------------------------------------
+# Self-supervised method comparisons
+# ------------------------------------------------------------------------------------------
+
+
+def make_ssl_runs(
+    root: Path,
+    method: str,
+    probe: list[float],
+    *,
+    finetune_full: list[float] | None = None,
+    finetune_head: list[float] | None = None,
+    source: str | None = None,
+    **result: Any,
+) -> dict[str, list[Path]]:
+    """Cached-probe (and fine-tuning) runs over one pretraining ``method``, seed i = i-th value.
+
+    ``source`` is the backbone_source (defaults to the method, as for an SSL checkpoint; a
+    reference is e.g. method "supervised" with source "imagenet-supervised", or "none" with
+    "random-init"). Groups are named "<source> / <protocol>" plus any extra result keys.
+    Returns run dirs by group.
+    """
+    source = source or method
+    runs: dict[str, list[Path]] = {}
+    extra = "".join(f" {k}={v}" for k, v in sorted(result.items()))
+    for protocol, task, values in (("linear-cached", "probe", probe), ("finetune-head", "finetune", finetune_head), ("finetune-full", "finetune", finetune_full)):
+        group = f"{source} / {protocol}{extra}"
+        for seed, acc in enumerate(values or []):
+            name = f"{source}-{protocol}{extra}/s{seed}".replace(" ", "-").replace("=", "")
+            runs.setdefault(group, []).append(
+                make_run(root, name, group, seed, acc + 1.0, acc, task=task, curves=False, protocol=protocol, backbone_source=source, method=method, **result)
+            )
+    return runs

@@ -1,3 +1,4 @@
+import os
 import pickle
 import warnings
 
@@ -41,18 +42,49 @@ def test_val_split_is_fixed_by_split_seed(data_root, cache_root, cifar):
 
 
 @pytest.mark.realdata
-def test_md5_mismatch_warns_once_and_nothing_is_written_to_the_data_root(data_root, tmp_path):
+def test_md5_mismatch_is_noted_once_and_nothing_is_written_to_the_data_root(data_root, tmp_path, capsys):
     before = sorted(p.name for p in data_root.iterdir())
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         cifar.load(str(data_root), download=False, cache=str(tmp_path))
-    assert sum("md5 differs" in str(x.message) for x in w) == 1
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        cifar.load(str(data_root), download=False, cache=str(tmp_path))  # cached: no second warning
-    assert not w
+        cifar.load(str(data_root), download=False, cache=str(tmp_path))  # cached: nothing again
+    err = capsys.readouterr().err
+    if cifar._md5(data_root / cifar.ARCHIVE) != cifar.MD5:
+        assert err.count("md5 differs") == 1 and "reprlab: note:" in err
+    assert not [x for x in w if "md5" in str(x.message)]  # information, not a warning
     assert sorted(p.name for p in data_root.iterdir()) == before
     assert list((tmp_path / "cifar100").glob("*.pt"))
+
+
+def _tiny_members():
+    rng = np.random.default_rng(0)
+    out = {"meta": {"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": [f"s{i}" for i in range(20)]}}
+    for name, n in (("train", 200), ("test", 100)):
+        out[name] = {"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), "fine_labels": list(np.arange(n) % 100), "coarse_labels": list(np.arange(n) % 20)}
+    return out
+
+
+def test_the_md5_note_of_a_validated_archive_is_shown_once_per_archive(tmp_path, monkeypatch, capsys):
+    """A repacked archive (md5 differs, content valid) is noted once, not at every cache build."""
+    monkeypatch.setattr(cifar, "EXPECTED", {"train": 200, "test": 100})
+    monkeypatch.setattr(cifar, "_read_members", lambda src: _tiny_members())
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = root / cifar.ARCHIVE
+    archive.write_bytes(b"a repacked archive")
+    cache = tmp_path / "cache"
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        cifar.load(str(root), download=False, cache=str(cache))
+        first = capsys.readouterr().err
+        for f in (cache / "cifar100").glob("v*.pt"):
+            f.unlink()  # a rebuilt cache ...
+        cifar.load(str(root), download=False, cache=str(cache))
+        os.utime(archive, (1_000_000, 1_000_000))  # ... and a copied archive (new mtime) are the same archive
+        cifar.load(str(root), download=False, cache=str(cache))
+    assert first.count("md5 differs") == 1 and first.startswith("reprlab: note:") and "content validated" in first
+    assert "md5" not in capsys.readouterr().err
+    assert not [x for x in w if "md5" in str(x.message)]
 
 
 @pytest.mark.realdata
@@ -100,3 +132,22 @@ def test_wrong_shape_is_named(tmp_path):
     _write_folder(tmp_path, data_shape=(50_000, 1024))
     with pytest.raises(ReprlabError, match=r"'data' is uint8 \(50000, 1024\), expected uint8 \(50000, 3072\)"):
         cifar.load(str(tmp_path), download=False, cache=str(tmp_path / "cache"))
+
+
+def test_a_read_only_cache_dir_is_one_line(tmp_path, monkeypatch, capsys, record_property):
+    from helpers_fs import read_only
+    from reprlab.cli import main
+
+    monkeypatch.setattr(cifar, "EXPECTED", {"train": 200, "test": 100})
+    monkeypatch.setattr(cifar, "_read_members", lambda src: _tiny_members())
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / cifar.ARCHIVE).write_bytes(b"an archive")
+    ro = tmp_path / "cache"
+    with read_only(ro, monkeypatch) as how:
+        record_property("fs", how)
+        code = main(["--data-root", str(root), "data", "info", "cifar100", f'data.cache_dir="{ro}"', "data.val_size=100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1] == f"reprlab: error: cannot create folder {ro / 'cifar100'}: read-only file system"
+    print(f"read-only cache dir: {how}")

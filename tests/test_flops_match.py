@@ -251,7 +251,7 @@ def test_cli_params_counts_heavy_without_timing(capsys) -> None:
 
 
 def test_cli_params_times_light_but_not_heavy(capsys) -> None:
-    argv = ["vit", "vgg11_bn_imagenet224", "--batch", "2", "--steps", "1", "--warmup", "0", "--num-classes", "10"]
+    argv = ["vit", "vgg11_bn_imagenet224", "--throughput", "--batch", "2", "--steps", "1", "--warmup", "0", "--num-classes", "10"]
     assert _cli("params", argv) == 0
     out = capsys.readouterr().out
     vit_row = next(line for line in out.splitlines() if line.startswith("vit "))
@@ -259,6 +259,19 @@ def test_cli_params_times_light_but_not_heavy(capsys) -> None:
     assert vit_row.split()[-1] != "-" and vit_row.split()[-2] != "-"
     assert heavy_row.split()[-2:] == ["-", "-"]
     assert "add --heavy" in out
+
+
+def test_cli_params_does_not_time_unless_asked_and_says_so(capsys, monkeypatch) -> None:
+    def no_timing(*a, **k):
+        raise AssertionError("params timed a model without --throughput")
+
+    monkeypatch.setattr("reprlab.models.flops.measure_throughput", no_timing)
+    assert _cli("params", ["resnet18", "vgg11_bn", "vit_c100_small"]) == 0
+    out = capsys.readouterr().out
+    assert "11,220,132" in out and "--throughput" in out  # the note says how to get img/s
+    parser = argparse.ArgumentParser()
+    importlib.import_module("reprlab.commands.params").add_arguments(parser)
+    assert "--throughput" in parser.format_help() and "seconds" in parser.format_help()
 
 
 def test_cli_params_list(capsys) -> None:

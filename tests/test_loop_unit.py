@@ -80,7 +80,7 @@ def test_resume_tolerates_a_torn_metrics_line(tmp_path):
     lines = run.metrics_file.read_text().splitlines()
     run.metrics_file.write_text("\n".join(lines) + '\n{"step": 9, "tra')  # killed mid-write
     cfg2 = _cfg(tmp_path, "train.epochs=2")
-    with pytest.raises(ReprlabError, match="different config"):
+    with pytest.raises(ReprlabError, match=r"another config \(train\.epochs: recorded 1, now 2\)"):
         _fit(cfg2, tmp_path)
     # same config, torn tail: the resume drops it and continues
     _fit(cfg, tmp_path)

@@ -83,8 +83,41 @@ def test_nt_xent_matches_slow_reference_values_and_gradients(
     h1, h2 = _grads(got64, d1, d2)
     assert got64.dtype == torch.float64
     assert abs(got64.item() - ref.item()) <= 1e-10 * abs(ref.item())
-    _assert_rel_close(h1, ref_g1, 1e-9)
-    _assert_rel_close(h2, ref_g2, 1e-9)
+    _assert_rel_close(h1, ref_g1, 1e-10)
+    _assert_rel_close(h2, ref_g2, 1e-10)
+
+
+@pytest.mark.parametrize("batch", [8, 33])
+@pytest.mark.parametrize("temperature", [0.05, 0.07])
+def test_nt_xent_float64_exact_when_negatives_outscore_the_positive(
+    batch: int, temperature: float
+) -> None:
+    # Anti-aligned views (z2 ~ -z1) at a small temperature put the negatives' log-sum-exp more
+    # than 20 above the positive logit: past softplus's default threshold, which would drop a
+    # term of exp(-20) ~ 2e-9 from the value and the gradient. float64 must stay exact there.
+    gen = torch.Generator().manual_seed(batch)
+    base1 = torch.randn(batch, 16, generator=gen, dtype=torch.float64)
+    base2 = -base1 + 0.3 * torch.randn(batch, 16, generator=gen, dtype=torch.float64)
+
+    r1, r2 = base1.clone().requires_grad_(), base2.clone().requires_grad_()
+    ref = slow_nt_xent(r1, r2, temperature)
+    ref_g1, ref_g2 = _grads(ref, r1, r2)
+    d1, d2 = base1.clone().requires_grad_(), base2.clone().requires_grad_()
+    got = nt_xent(d1, d2, temperature)
+    g1, g2 = _grads(got, d1, d2)
+    assert abs(got.item() - ref.item()) <= 1e-12 * abs(ref.item())
+    _assert_rel_close(g1, ref_g1, 1e-10)
+    _assert_rel_close(g2, ref_g2, 1e-10)
+
+    # The regime is the one the test is about: some anchor is past the default threshold.
+    with torch.no_grad():
+        views = F.normalize(torch.cat([base1, base2]), dim=1)
+        logits = views @ views.T / temperature
+        idx = torch.arange(2 * batch)
+        pos = logits[idx, (idx + batch) % (2 * batch)]
+        logits[idx, idx] = float("-inf")
+        logits[idx, (idx + batch) % (2 * batch)] = float("-inf")
+        assert (torch.logsumexp(logits, dim=1) - pos).max() > 20.0
 
 
 @pytest.mark.parametrize("batch", [2, 5])

@@ -9,6 +9,7 @@ import torchvision
 from reprlab.cli import main
 from reprlab.config import load_config
 from reprlab.data.types import ImageSet, Splits
+from reprlab.methods.base import StepContext
 from reprlab.errors import ReprlabError
 from reprlab.eval import probe as probe_mod
 from reprlab.eval.backbones import Backbone, load_backbone
@@ -53,6 +54,14 @@ def test_cached_probe_reports_and_leaves_backbone_untouched():
     assert all(torch.equal(before[k], v) for k, v in bb.model.state_dict().items())
 
 
+def test_cached_probe_shows_progress_for_extraction_and_fitting_unless_turned_off(capsys):
+    cached_probe(_backbone(), _splits(), _cfg("train.progress=true"), torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert "features" in err and "fit" in err and "img" in err
+    cached_probe(_backbone(), _splits(), _cfg("train.progress=false"), torch.device("cpu"))
+    assert capsys.readouterr().err == ""
+
+
 def test_cached_probe_fails_loudly_when_the_backbone_changes(monkeypatch):
     real = probe_mod.extract_features
 
@@ -86,14 +95,14 @@ def test_head_only_training_keeps_backbone_and_bn_buffers_bit_identical():
     g = torch.Generator().manual_seed(0)
     method.set_train_mode()
     for _ in range(3):
-        loss, _ = method.training_step(method.splits.train.images[:32], method.splits.train.labels[:32], g)
+        loss, _ = method.training_step(method.splits.train.images[:32], method.splits.train.labels[:32], g, StepContext(0, 3, 1))
         opt.zero_grad()
         loss.backward()
         opt.step()
     method.verify_frozen()
     assert {n for n, _, _ in method.named_trainable()} == {"backbone.fc.weight", "backbone.fc.bias"}
     method.backbone.train()  # now BN statistics move: the check must notice
-    method.training_step(method.splits.train.images[:32], method.splits.train.labels[:32], g)
+    method.training_step(method.splits.train.images[:32], method.splits.train.labels[:32], g, StepContext(0, 3, 1))
     with pytest.raises(ReprlabError, match="frozen backbone was modified"):
         method.verify_frozen()
 
@@ -124,7 +133,7 @@ def test_simclr_pretrain_then_probe_and_finetune_on_real_data(data_root, cache_r
     assert main([*common, "pretrain", "--config", "configs/pretrain/simclr_cifar100.toml", *tiny, 'run.name="ssl"', "data.fraction=0.03",
                  "train.epochs=1", "train.batch_size=64", "method.knn_bank_size=2000", "method.proj_hidden_dim=64", "train.eval_batch_size=1000"]) == 0
     pre = json.loads((tmp_path / "ssl" / "result.json").read_text())
-    assert pre["protocol"] == "pretrain" and pre["method"] == "simclr" and "test" not in pre and 1.0 < pre["val"]["acc1"] < 100
+    assert pre["protocol"] == "pretrain" and pre["method"] == "simclr" and "test" not in pre and 1.0 < pre["val"]["knn_acc1"] < 100
     rows = [json.loads(x) for x in (tmp_path / "ssl" / "metrics.jsonl").read_text().splitlines()]
     assert any("knn/acc1" in r for r in rows) and any("train/loss" in r for r in rows)
     ckpt = tmp_path / "ssl" / "checkpoints" / "last.pt"

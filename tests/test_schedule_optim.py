@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from reprlab.train.optim import LARS, param_groups
-from reprlab.train.schedule import lr_factor
+from reprlab.schedules import lr_factor
 
 
 def sched(**kw):
@@ -56,3 +56,64 @@ def test_lars_matches_a_slow_reference():
         buf_b = gb if buf_b is None else 0.9 * buf_b + gb
         w_ref, b_ref = w_ref - 0.5 * buf_w, b_ref - 0.5 * buf_b
     assert torch.allclose(w, w_ref, atol=1e-6) and torch.allclose(b, b_ref, atol=1e-6)
+
+
+def test_scalar_schedules_follow_their_formulas():
+    from reprlab.schedules import ScalarSchedule, value_at
+
+    # BYOL (Grill et al. 2020): tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2, k = 0..K
+    s, K = ScalarSchedule(start=0.99, end=1.0, shape="cosine"), 100
+    for k in (0, 1, 37, 50, 99, 100):
+        assert s.at(k, K + 1, 10) == pytest.approx(1 - (1 - 0.99) * (math.cos(math.pi * k / K) + 1) / 2, abs=1e-12)
+    # DINO teacher temperature: linear 0.04 -> 0.07 over 3 epochs of 10 steps, then constant
+    t = ScalarSchedule(start=0.07, warmup_from=0.04, warmup_epochs=3)
+    assert t.at(0, 100, 10) == pytest.approx(0.04) and t.at(15, 100, 10) == pytest.approx(0.055) and t.at(30, 100, 10) == t.at(99, 100, 10) == 0.07
+    lin = ScalarSchedule(start=1.0, end=0.0, shape="linear")
+    assert lin.at(0, 11, 1) == 1.0 and lin.at(5, 11, 1) == pytest.approx(0.5) and lin.at(10, 11, 1) == 0.0
+    assert ScalarSchedule(start=0.3, end=0.9, shape="constant").at(7, 10, 1) == 0.3
+    assert value_at(0.25, 3, 10, 1) == 0.25
+
+
+def test_weight_decay_schedule_reaches_the_optimizer(tmp_path):
+    # The loop applies a scheduled optim.weight_decay to the decaying groups, every step.
+    import json
+
+    from reprlab.config import load_config
+    from reprlab.data.types import ImageSet, Splits
+    from reprlab.methods.supervised import Supervised
+    from reprlab.train.loop import fit
+    from reprlab.train.rundir import RunDir
+
+    g = torch.Generator().manual_seed(0)
+    s = ImageSet(torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(64) % 4, [str(i) for i in range(4)])
+    splits = Splits(s, s.subset(torch.arange(8)), None, "toy", (0.5,) * 3, (0.25,) * 3, {})
+    cfg = load_config(None, ["model.kwargs.width=4", "train.batch_size=16", "train.epochs=2", "train.precision=fp32", "train.progress=false",
+                             'optim.weight_decay={start = 0.0, end = 0.7, shape = "linear"}', f'run.out_dir="{tmp_path}"', "train.log_every_steps=1"])
+    run = RunDir(tmp_path / "r")
+    run.open(cfg, torch.device("cpu"))
+    try:
+        fit(cfg, Supervised(cfg, splits, torch.device("cpu")), run, torch.device("cpu"))
+    finally:
+        run.unlock()
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    wd = [r["train/weight_decay"] for r in rows if "train/weight_decay" in r]
+    assert wd == pytest.approx([0.7 * k / 7 for k in range(8)])
+    groups = torch.load(run.last, weights_only=False)["optimizer"]["param_groups"]
+    assert sorted(round(g["weight_decay"], 9) for g in groups) == [0.0, 0.7]  # norms and biases never decay
+
+
+def test_lars_clip_lr_caps_each_tensor_step_at_the_learning_rate():
+    # solo-learn's CIFAR LARS: local = eta |w| / (|g| + wd |w|), step = min(local, lr) * (g + wd w)
+    torch.manual_seed(0)
+    big, small = nn.Parameter(torch.randn(8, 4) * 10), nn.Parameter(torch.randn(8, 4) * 0.01)
+    g_big, g_small = torch.randn(8, 4) * 0.01, torch.randn(8, 4) * 10
+    lr, eta, wd = 0.5, 0.02, 1e-4
+    opt = LARS([{"params": [big, small], "lars_exclude": False}], lr=lr, momentum=0.0, weight_decay=wd, eta=eta, clip_lr=True)
+    before = [big.detach().clone(), small.detach().clone()]
+    big.grad, small.grad = g_big.clone(), g_small.clone()
+    opt.step()
+    for p, w, g in zip((big, small), before, (g_big, g_small)):
+        local = eta * w.norm() / (g.norm() + wd * w.norm())
+        expected = w - min(local.item(), lr) * (g + wd * w)
+        assert torch.allclose(p.detach(), expected, atol=1e-6)
+    assert eta * before[0].norm() / (g_big.norm() + wd * before[0].norm()) > lr  # the cap was active for one tensor

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -326,10 +327,13 @@ def test_builtin_ssl_study_expands_to_the_full_design():
     assert find_study("ssl-vs-supervised") == find_study("ssl_vs_supervised")  # either spelling
     study = load_study(find_study("ssl_vs_supervised"), out_dir="runs/x")
     names = list(study.nodes)
-    assert len([n for n in names if n.startswith("simclr-")]) == 12 and len([n for n in names if n.startswith("full-sup-")]) == 12
-    assert study.nodes["head-simclr-f0.5-s2"].deps == ["simclr-f0.5-s2"]
-    argv = run_argv(study, study.nodes["head-simclr-f0.5-s2"], None)
-    assert argv[argv.index("--mode") + 1] == "head" and not any(a.startswith("data.fraction") for a in argv)
+    for m in ("simclr", "byol", "barlow_twins"):  # the default method axis: 4 fractions x 3 seeds each
+        assert len([n for n in names if n.startswith(f"ssl-{m}-")]) == 12 and len([n for n in names if n.startswith(f"full-ssl-{m}-")]) == 12
+    assert len([n for n in names if n.startswith("full-sup-")]) == 12
+    assert study.nodes["head-ssl-simclr-f0.5-s2"].deps == ["ssl-simclr-f0.5-s2"]
+    assert study.nodes["probe-ssl-byol-f0.1-s0"].deps == ["ssl-byol-f0.1-s0"]
+    argv = run_argv(study, study.nodes["head-ssl-simclr-f0.5-s2"], None)
+    assert argv[argv.index("--mode") + 1] == "head" and not any(a.startswith(("data.fraction", "method.name")) for a in argv)
     assert "eval.resolution=224" in run_argv(study, study.nodes["probe-imagenet-224-s1"], None)
     assert study.gpu_hours and study.gpu_hours > 1
 
@@ -350,7 +354,8 @@ def test_builtin_cnn_vs_vit_tunes_both_families_alike_then_runs_the_best_with_te
 
 TINY = ["model.kwargs.width=4", "data.fraction=0.01", "train.batch_size=64", "train.epochs=2", "train.eval_test=false",
         "train.deterministic=true", "train.checkpoint_every_steps=2", "train.log_every_steps=2", "data.val_size=500",
-        "train.eval_batch_size=1000", 'model.name="resnet18"', "train.num_threads=1"]
+        "train.eval_batch_size=1000", 'model.name="resnet18"', "train.num_threads=1",
+        'train.precision="fp32"']  # exact resume is pinned for fp32; auto would pick bf16 on some CPUs only
 
 
 def _tiny_study(tmp_path: Path, cache_root: Path) -> Path:
@@ -428,3 +433,160 @@ def test_sigkill_mid_run_then_rerun_gives_the_clean_results_exactly_once(data_ro
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count(" skip ") == 2 and " start " not in p.stdout
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+# ---------------------------------------------------------------------------------------------
+# A run whose recorded config differs from what the study would run now is stale, never "complete"
+
+STALE = f"""
+[study]
+name = "st"
+
+[[run]]
+name = "net"
+command = "train"
+config = "{SCRATCH}"
+overrides = ["train.max_steps=10"]
+"""
+
+
+def _resolved_config(argv: list[str]) -> str:
+    """config.toml as the run's own command resolves it (``--print-config``, in-process)."""
+    import contextlib
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main([a for a in argv[3:] if a != "--rerun"] + ["--print-config"]) == 0
+    return buf.getvalue()
+
+
+class RecordingLauncher(FakeLauncher):
+    """FakeLauncher that keeps each argv and writes the config the run would record."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.argvs = []
+
+    def __call__(self, argv, log, env):
+        self.argvs.append(argv)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        (log.parent / "config.toml").write_text(_resolved_config(argv))
+        return super().__call__(argv, log, env)
+
+
+def test_a_run_whose_study_overrides_changed_is_stale_and_never_skipped_as_complete(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    out = tmp_path / "out"
+    study = load_study(_write(tmp_path, STALE), out_dir=out)
+    _complete(out / "net", 30.0)
+    (out / "net" / "config.toml").write_text(_resolved_config(run_argv(study, study.nodes["net"], None)))
+    buf = io.StringIO()
+    dry_run(study, out=buf)
+    assert "complete: skip" in buf.getvalue()
+
+    edited = _write(tmp_path, STALE.replace("train.max_steps=10", "train.max_steps=12"))
+    study = load_study(edited, out_dir=out)
+    buf = io.StringIO()
+    dry_run(study, out=buf)
+    text = buf.getvalue()
+    assert "complete: skip" not in text and "0 complete" in text and "1 stale" in text
+    assert "stale: train.max_steps: recorded 10, now 12" in text
+
+    capsys.readouterr()
+    assert main(["study", "status", str(edited), "--out", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert re.search(r"net\s+stale: train\.max_steps: recorded 10, now 12", status)
+
+    with pytest.raises(ReprlabError, match=r"1 run\(s\) hold results of another config: net \(train\.max_steps: recorded 10, now 12\).*--rerun"):
+        run_study(study, executor=RecordingLauncher())
+    launcher = RecordingLauncher()
+    assert run_study(study, rerun=True, out=io.StringIO(), executor=launcher) == 0
+    assert launcher.started == ["net"] and "--rerun" in launcher.argvs[0]
+    buf = io.StringIO()
+    dry_run(study, out=buf)
+    assert "complete: skip" in buf.getvalue()  # the re-run recorded the new config
+
+
+def test_a_study_points_its_sweeps_at_one_shared_storage(tmp_path):
+    from test_sweep import FakeExecutor
+
+    from reprlab.studies.study import node_state
+    from reprlab.studies.sweep import run_sweep
+
+    text = f"""
+[[sweep]]
+name = "search"
+command = "train"
+config = "{SCRATCH}"
+sampler = "grid"
+pruner = "none"
+[sweep.space]
+"optim.lr" = [0.1, 0.01]
+"""
+    out, url = tmp_path / "out", f"sqlite:///{tmp_path / 'shared' / 'optuna.db'}"
+    study = load_study(_write(tmp_path, text), out_dir=out, storage=url)
+    argv = run_argv(study, study.nodes["search"], None)
+    assert argv[argv.index("--storage") + 1] == url
+    run_sweep(study.nodes["search"].spec, out, storage=url, executor=FakeExecutor([[30.0], [60.0]]), poll_s=0.001, out=io.StringIO())
+    assert (tmp_path / "shared" / "optuna.db").is_file() and not (out / "search" / "optuna.db").exists()
+    assert node_state(study, study.nodes["search"]).status == "complete"
+    # the same from the study file's [study] table
+    shared = _write(tmp_path, f'[study]\nname = "s"\nstorage = "{url}"\n' + text, "s2.toml")
+    s2 = load_study(shared, out_dir=out)
+    assert node_state(s2, s2.nodes["search"]).status == "complete" and "--storage" not in run_argv(s2, s2.nodes["search"], None)
+
+
+def test_a_read_only_study_folder_is_one_line(tmp_path, monkeypatch, capsys, record_property):
+    from helpers_fs import read_only
+
+    f = _write(tmp_path, STALE)
+    ro = tmp_path / "ro"
+    with read_only(ro, monkeypatch) as how:
+        record_property("fs", how)
+        code = main(["study", "run", str(f), "--out", str(ro / "st")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == f"reprlab: error: cannot create folder {ro / 'st'}: read-only file system"
+    print(f"read-only study folder: {how}")  # after capsys.readouterr(), so that the test log shows it
+
+
+# ---- the method axis: one recipe per method, probes matched to their method
+
+
+def test_ssl_methods_study_has_one_pretraining_per_method_and_seed_with_its_own_recipe():
+    from reprlab.studies.study import builtin_studies, instance_config, load_study, run_argv
+
+    path = next(p for p in builtin_studies() if p.stem == "ssl_methods")
+    study = load_study(path)  # validate=True: every run's config is built
+    pre = [n for n in study.nodes.values() if n.kind == "run" and n.spec.name == "ssl"]
+    methods = ["simclr", "byol", "mocov2", "mocov3", "simsiam", "barlow_twins", "vicreg", "dino", "swav"]
+    assert sorted(n.name for n in pre) == sorted(f"ssl-{m}-s{s}" for m in methods for s in range(3))
+    for n in pre:
+        assert instance_config(n.spec, n.axes).endswith(f"configs/pretrain/{n.axes['method.name']}_cifar100.toml")
+        argv = run_argv(study, n, None)
+        assert "train.epochs=200" in argv and argv[argv.index("--config") + 1].endswith(f"{n.axes['method.name']}_cifar100.toml")
+    probe = study.nodes["probe-dino-s1"]
+    assert probe.backbone.endswith("ssl-dino-s1/checkpoints/last.pt")
+
+
+def test_methods_override_all_and_errors(tmp_path):
+    from reprlab.methods.ssl import SSLMethod
+    from reprlab.registry import METHODS
+    from reprlab.studies.study import builtin_studies, load_study
+
+    path = next(p for p in builtin_studies() if p.stem == "ssl_vs_supervised")
+    default = load_study(path, validate=False)
+    assert {n.axes["method.name"] for n in default.nodes.values() if n.spec.name == "ssl"} == {"simclr", "byol", "barlow_twins"}
+    everything = load_study(path, validate=False, methods=["all"])
+    ssl = {n for n in METHODS.names() if issubclass(METHODS.get(n), SSLMethod)}
+    assert {n.axes["method.name"] for n in everything.nodes.values() if n.spec.name == "ssl"} == ssl and len(ssl) >= 9
+    assert {n.axes["method.name"] for n in everything.nodes.values() if n.spec.name == "full-ssl"} == ssl
+    with pytest.raises(ReprlabError, match=r"method 'bayol' is not registered; did you mean 'byol'"):
+        load_study(path, validate=False, methods=["simclr", "bayol"])
+    f = tmp_path / "s.toml"
+    f.write_text('[study]\nname = "s"\n[[run]]\nname = "a"\ncommand = "pretrain"\nconfig = "configs/pretrain/{method.name}_cifar100.toml"\ngrid = { "method.name" = "{methods}" }\n')
+    with pytest.raises(ReprlabError, match=r"uses '\{methods\}' but the study names no methods"):
+        load_study(f, validate=False)
+    f.write_text('[study]\nname = "s"\n[[run]]\nname = "a"\ncommand = "pretrain"\nconfig = "configs/pretrain/{model}_cifar100.toml"\nseeds = [0]\n')
+    with pytest.raises(ReprlabError, match=r"config placeholder \{model\} is not an axis"):
+        load_study(f)

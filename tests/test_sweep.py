@@ -262,6 +262,19 @@ def test_best_trial_ignores_incomplete_and_pruned_trials(tmp_path):
         best_trial(tmp_path, "nothing")
 
 
+def test_a_pretraining_sweep_ranks_trials_by_their_knn_accuracy(tmp_path):
+    from reprlab.studies.study import accuracy_text
+
+    for name, acc, lr in (("trial-aaaa", 12.0, 0.1), ("trial-bbbb", 17.5, 0.3)):
+        d = tmp_path / "sw" / name
+        d.mkdir(parents=True)
+        # self-supervised pretraining runs name their validation number for what it is
+        (d / "result.json").write_text(json.dumps({"status": "complete", "val": {"knn_acc1": acc}, "sweep_params": {"optim.lr": lr}}))
+    assert best_trial(tmp_path, "sw", "knn/acc1") == {"optim.lr": 0.3}
+    assert _spec(metric="knn/acc1").metric_key == "knn_acc1" and _spec().metric_key == "acc1"
+    assert accuracy_text({"val": {"knn_acc1": 17.5}}) == "val kNN 17.50"
+
+
 # ---------------------------------------------------------------------------------------------
 # One real sweep: two grid trials through `reprlab sweep`, on the real CIFAR-100
 

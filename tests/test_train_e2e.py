@@ -53,7 +53,15 @@ def test_short_training_run_writes_a_complete_run_directory(data_root, cache_roo
     assert ckpt["model_name"] == "resnet18" and ckpt["model_kwargs"] == {"width": 8} and ckpt["step"] == 56
     # the same command again: complete, skipped, nothing rewritten
     mtime = (run / "result.json").stat().st_mtime_ns
+    capsys.readouterr()
     assert main(argv) == 0
+    assert (run / "result.json").stat().st_mtime_ns == mtime
+    assert f"reprlab: done: {run} (result.json)" in capsys.readouterr().err
+    # ... and with another learning rate: refused, naming the key and both values; nothing rewritten
+    assert main([*argv, "optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"reprlab: error: run directory {run} holds a complete run with another config")
+    assert "optim.lr: recorded 0.1, now 0.5" in err[0] and "--rerun" in err[0]
     assert (run / "result.json").stat().st_mtime_ns == mtime
 
 
@@ -68,6 +76,7 @@ def _cli(args, env_extra=None, check=True):
 def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(data_root, cache_root, tmp_path):
     common = ["--data-root", str(data_root), "train", *TINY, f'data.cache_dir="{cache_root}"', "data.fraction=0.04",
               "train.epochs=2", "train.log_every_steps=4", "train.checkpoint_every_steps=8", "train.deterministic=true",
+              'train.precision="fp32"',  # exact resume is pinned for fp32; auto would pick bf16 on some CPUs only
               "optim.lr=0.05", "schedule.name=\"cosine\"", "aug.mix.cutmix_prob=0.5", "train.eval_test=false"]
     _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="straight"'])
     killed = _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="killed"'], {"REPRLAB_TEST_KILL_AT_STEP": "43"}, check=False)
@@ -79,6 +88,12 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(data_root, cache_
     assert a == b and len(a) > 10
     ra, rb = (json.loads((tmp_path / n / "result.json").read_text()) for n in ("straight", "killed"))
     assert ra["val"] == rb["val"] and ra["final_checkpoint"] == rb["final_checkpoint"]
+    # the resumed run's time covers both processes: up to the killed one's last checkpoint, then the rest
+    assert [(g["from_step"], g["to_step"]) for g in ra["segments"]] == [(0, 56)]
+    assert [(g["from_step"], g["to_step"]) for g in rb["segments"]] == [(0, 40), (40, 56)]
+    assert rb["wall_time_s"] == pytest.approx(sum(g["wall_s"] for g in rb["segments"]), abs=0.1)
+    assert rb["throughput_img_s"] == pytest.approx(sum(g["images"] for g in rb["segments"]) / sum(g["train_s"] for g in rb["segments"]), rel=0.01)
+    assert rb["segments"][0]["images"] == 40 * 64 and rb["segments"][1]["images"] == 16 * 64
     wa = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["method"]
     wb = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["method"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -97,6 +112,61 @@ def test_non_finite_loss_stops_names_the_step_and_keeps_the_checkpoint(data_root
     ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["step"] == 28 and all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
     assert not (tmp_path / "nan" / "result.json").exists()
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_good_checkpoint(data_root, cache_root, tmp_path, monkeypatch, capsys, record_property):
+    """A real tmpfs filled up after the first checkpoint when this process may mount one, else
+    the checkpoint writes after the first are simulated to fail with ENOSPC."""
+    from helpers_fs import fill, small_tmpfs
+
+    disk = tmp_path / "disk"
+    run = disk / "full"
+    argv = ["--data-root", str(data_root), "train", *TINY, f'data.cache_dir="{cache_root}"', "data.fraction=0.04", "train.epochs=1",
+            "train.log_every_steps=4", "train.checkpoint_every_steps=4", "train.eval_test=false", f'run.out_dir="{disk}"', 'run.name="full"']
+    with small_tmpfs(disk, "32m") as real:
+        how = "tmpfs" if real else "simulated"
+        record_property("fs", how)
+        if real:
+            killed = _cli(argv, {"REPRLAB_TEST_KILL_AT_STEP": "6"}, check=False)
+            assert killed.returncode == -signal.SIGKILL
+            assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 4
+            fill(disk, leave_bytes=64 * 1024)  # room for metrics lines, not for a checkpoint
+            p = _cli(argv, check=False)
+            code, err = p.returncode, p.stderr
+        else:
+            from reprlab import io as rio
+            from reprlab.train import loop
+
+            state, real_save, real_write = {"saves": 0, "full": False}, loop.atomic_torch_save, rio._RecordingWriter.write
+
+            def save(obj, path):  # the loop's checkpoint writes: every one after the first meets a full disk
+                state["full"], state["saves"] = state["saves"] >= 1, state["saves"] + 1
+                try:
+                    return real_save(obj, path)
+                finally:
+                    state["full"] = False
+
+            def write(self, data):
+                if state["full"]:  # recorded as the real writer records an ENOSPC
+                    self.error = OSError(28, "No space left on device")
+                    raise self.error
+                return real_write(self, data)
+
+            monkeypatch.setattr(loop, "atomic_torch_save", save)
+            monkeypatch.setattr(rio._RecordingWriter, "write", write)
+            code, err = main(argv), capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last == f"reprlab: error: cannot write {run / 'checkpoints' / 'last.pt'}: no space left on device (the previous last.pt is unchanged)"
+        assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 4  # the last good checkpoint
+        assert not [p.name for p in disk.rglob("*") if ".tmp" in p.name]
+        failed = json.loads((run / "result.json").read_text())
+        assert failed["status"] == "failed" and failed["error"] == last.removeprefix("reprlab: error: ")
+        if real:
+            (disk / "filler").unlink()
+            _cli(argv)  # space freed: the same command resumes and completes
+            assert json.loads((run / "result.json").read_text())["status"] == "complete"
+    print(f"full disk: {how}")  # after capsys.readouterr(), so that the test log shows it
 
 
 @pytest.mark.parametrize(
@@ -119,4 +189,6 @@ def test_missing_data_root_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("REPRLAB_DATA", raising=False)
     code = main(["--data-root", str(tmp_path / "none"), "train", "data.download=false", f'run.out_dir="{tmp_path}"', f'data.cache_dir="{tmp_path}/c"'])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "cifar-100-python.tar.gz" in err[0] and "--data-root" in err[0]
+    # the run directory is named first ("reprlab: run directory ... (new run)"), then the one-line error
+    assert code == 2 and len(err) == 2 and err[0].startswith("reprlab: run directory ") and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("reprlab: error:") and "cifar-100-python.tar.gz" in err[-1] and "--data-root" in err[-1]

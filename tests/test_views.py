@@ -26,7 +26,7 @@ from reprlab.augment.views import (
     rgb_to_grayscale,
     sample_crop_boxes,
     solarize,
-    two_views,
+    MultiView,
 )
 from reprlab.errors import ReprlabError
 
@@ -357,14 +357,29 @@ def test_samples_of_a_batch_get_different_views():
 
 
 def test_two_views_differ_and_seed_reproduces_them():
-    aug = ViewAugment(ViewConfig(), MEAN, STD)
+    views = MultiView({"view": ViewConfig(count=2)}, MEAN, STD)
     images = _smooth_images(8)
-    a1, b1 = two_views(aug, images, torch.Generator().manual_seed(11))
-    a2, b2 = two_views(aug, images, torch.Generator().manual_seed(11))
+    a1, b1 = views(images, torch.Generator().manual_seed(11))
+    a2, b2 = views(images, torch.Generator().manual_seed(11))
     assert torch.equal(a1, a2) and torch.equal(b1, b2)
     assert (a1 - b1).flatten(1).abs().amax(dim=1).min().item() > 1e-3
-    c, _ = two_views(aug, images, torch.Generator().manual_seed(12))
+    c, _ = views(images, torch.Generator().manual_seed(12))
     assert not torch.equal(a1, c)
+
+
+def test_multi_crop_layout_sizes_and_order():
+    # DINO-style: 2 global crops, then 3 local crops of a smaller side, all batched.
+    views = MultiView({"global": ViewConfig(count=2), "local": ViewConfig(size=16, count=3, crop_scale=(0.05, 0.3))}, MEAN, STD)
+    crops = views(_smooth_images(5), torch.Generator().manual_seed(0))
+    assert [tuple(c.shape) for c in crops] == [(5, 3, 32, 32)] * 2 + [(5, 3, 16, 16)] * 3
+    assert views.layout == [("global", 32)] * 2 + [("local", 16)] * 3 and views.count("local") == 3
+    assert not torch.equal(crops[2], crops[3])  # each crop of a pipeline has its own draws
+    off = MultiView({"global": ViewConfig(count=2), "local": ViewConfig(size=16, count=0)}, MEAN, STD)  # a view turned off
+    assert len(off) == 2 and off.count("local") == 0
+    with pytest.raises(ReprlabError, match="at least one crop"):
+        MultiView({"v": ViewConfig(count=0)}, MEAN, STD)
+    with pytest.raises(ReprlabError, match="count"):
+        MultiView({"v": ViewConfig(count=-1)}, MEAN, STD)
 
 
 def test_restored_generator_state_replays_views():
@@ -474,3 +489,13 @@ def test_bad_images_and_params_are_rejected():
         aug.apply(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), identity_params(2, 32, 32))
     with pytest.raises(ReprlabError, match="std"):
         ViewAugment(ViewConfig(), MEAN, (0.2, 0.0, 0.2))
+
+
+def test_views_are_float32_under_bf16_autocast():
+    # The loop runs training_step (and so the views) under autocast; blur is a convolution.
+    aug = ViewAugment(ViewConfig(blur_prob=1.0, solarize_prob=0.5), MEAN, STD)
+    images = _smooth_images(4)
+    ref = aug(images, torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = aug(images, torch.Generator().manual_seed(3))
+    assert out.dtype == torch.float32 and torch.equal(out, ref)

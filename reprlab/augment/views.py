@@ -38,7 +38,7 @@ from reprlab.errors import ReprlabError
 __all__ = [
     "ViewConfig",
     "ViewAugment",
-    "two_views",
+    "MultiView",
     "identity_params",
     "blur_kernel_size",
     "sample_crop_boxes",
@@ -83,6 +83,7 @@ PARAM_KEYS = (
 class ViewConfig:
     """Random view parameters; the defaults are SimCLR's CIFAR settings (colour strength 0.5)."""
 
+    count: int = 1  # crops drawn from this pipeline per image (DINO's local crops: several; 0 = view off)
     size: int = 32  # output side length in pixels
     crop_scale: tuple[float, float] = (0.08, 1.0)  # area fraction range of the random resized crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect-ratio range (w/h), sampled log-uniformly
@@ -111,6 +112,8 @@ class ViewConfig:
         """Raise :class:`ReprlabError` naming the first field whose value is out of range."""
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
             raise ReprlabError(f"view config: size must be a positive integer, got {self.size!r}")
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
+            raise ReprlabError(f"view config: count must be an integer >= 0 (0 turns the view off), got {self.count!r}")
         lo, hi = _range(self, "crop_scale")
         if not (0.0 < lo <= hi <= 1.0):
             raise ReprlabError(
@@ -518,7 +521,10 @@ class ViewAugment:
         if gdev.type != idev.type or not same_index:
             raise ReprlabError(f"view augment: generator is on {gdev}, expected the images' device {idev}")
         b, _, h, w = images.shape
-        return self.apply(images, self.sample_params(b, h, w, generator))
+        # Views are computed in float32 whatever the caller's autocast: the blur's convolution
+        # would otherwise come back in bf16 and the ops mix dtypes (and lose colour precision).
+        with torch.autocast(images.device.type, enabled=False):
+            return self.apply(images, self.sample_params(b, h, w, generator))
 
     def sample_params(
         self, batch: int, height: int, width: int, generator: torch.Generator
@@ -726,6 +732,29 @@ def _check_params(params: dict[str, Tensor], batch: int, device: torch.device) -
     return out
 
 
-def two_views(aug: ViewAugment, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Two independent random views of the same batch (two calls, two parameter draws)."""
-    return aug(images, generator), aug(images, generator)
+class MultiView:
+    """A method's named view pipelines: every crop of a batch, in declaration order.
+
+    ``{"global": ViewConfig(count=2), "local": ViewConfig(size=16, count=4)}`` gives six
+    crops per image: two global ones, then four local ones. Each crop is one batched call over
+    the whole batch with its own per-sample parameter draws, so crops of one pipeline are
+    independent of each other.
+    """
+
+    def __init__(self, views: dict[str, ViewConfig], mean: Sequence[float], std: Sequence[float]) -> None:
+        for cfg in views.values():
+            cfg.validate()
+        if sum(cfg.count for cfg in views.values()) == 0:
+            raise ReprlabError("a self-supervised method needs at least one crop: every view has count = 0")
+        self.pipelines = {name: ViewAugment(cfg, mean, std) for name, cfg in views.items() if cfg.count > 0}
+        #: (view name, crop side) of each crop in the order __call__ returns them
+        self.layout = [(name, cfg.size) for name, cfg in views.items() for _ in range(cfg.count)]
+
+    def __len__(self) -> int:
+        return len(self.layout)
+
+    def count(self, name: str) -> int:
+        return sum(n == name for n, _ in self.layout)
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
+        return [self.pipelines[name](images, generator) for name, _ in self.layout]

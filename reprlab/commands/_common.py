@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,12 @@ def add_run_arguments(p: argparse.ArgumentParser, default_config: str | None = N
     p.add_argument("--config", default=default_config, help="TOML config file (defaults <- file <- overrides)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.lr=0.1 train.epochs=200")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="replace the run: remove what its directory holds (results, checkpoints, metrics; locks and log*.txt stay) "
+        "and run it from scratch; needed when the directory holds a run of another config",
+    )
 
 
 #: The recipes ship inside the package (``configs/`` at the repository root links here), so
@@ -41,17 +48,42 @@ def print_result(result: dict) -> None:
     print(json.dumps(out, indent=2))
 
 
-def run_task(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> int:
-    """Resolve the config and run one task through the loop (``--print-config`` only prints it).
+#: task kinds whose backbone comes from ``eval.backbone`` (its architecture from the checkpoint)
+BACKBONE_KINDS = ("probe", "probe-augment", "finetune-full", "finetune-head")
+
+
+def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> tuple[Config, str]:
+    """(resolved config, task kind) of a run command: what ``--print-config`` prints, what the
+    run records in config.toml and what a study compares with a run directory's config.
 
     ``kind`` may be a function of the resolved config, so that the task and the recorded config
-    can never disagree (a flag sets a key; a later override of that key wins for both)."""
-    from reprlab.config import dumps_toml, to_dict
-    from reprlab.train.task import execute
-
+    can never disagree (a flag sets a key; a later override of that key wins for both). Runs over
+    a backbone record the architecture that is built (:func:`reprlab.eval.backbones.record_architecture`)."""
     cfg = resolve(args, extra, default_config)
+    kind = kind(cfg) if callable(kind) else kind
+    if kind in BACKBONE_KINDS:
+        from reprlab.eval.backbones import record_architecture
+
+        record_architecture(cfg)
+    return cfg, kind
+
+
+def execute_task(args: argparse.Namespace, cfg: Config, kind: str, runner: Callable[[], dict] | None = None) -> int:
+    """``--print-config``: print ``cfg``; else run it (``runner``, default the one loop), print
+    the result's headline and, last, the run directory."""
+    from reprlab.config import dumps_toml, to_dict
+    from reprlab.train import task
+
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0
-    print_result(execute(cfg, kind(cfg) if callable(kind) else kind, args.config))
+    result = runner() if runner is not None else task.execute(cfg, kind, args.config, rerun=args.rerun)
+    print_result(result)
+    sys.stdout.flush()
+    print(f"reprlab: done: {task.run_path(cfg, kind, args.config)} (result.json)", file=sys.stderr)
     return 0
+
+
+def run_task(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> int:
+    """Resolve the config and run one task through the loop (``--print-config`` only prints it)."""
+    return execute_task(args, *task_config(args, kind, extra, default_config))

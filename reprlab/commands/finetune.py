@@ -4,7 +4,7 @@ either only the head (``--mode head``, backbone frozen in eval mode) or every la
 
 from __future__ import annotations
 
-from reprlab.commands._common import add_run_arguments, recipe, run_task
+from reprlab.commands._common import add_run_arguments, execute_task, recipe, task_config
 
 NAME = "finetune"
 HELP = "fine-tune a pretrained backbone on CIFAR-100 (--mode full | head)"
@@ -17,8 +17,13 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=("full", "head"), help="full: all layers; head: only the new linear head")
 
 
-def run(args) -> int:
+def run_config(args):
+    """(resolved config, task kind) of the command line ``args``."""
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
     extra += [f'eval.finetune_mode="{args.mode}"'] if args.mode else []
-    return run_task(args, lambda cfg: f"finetune-{cfg.eval.finetune_mode}", ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))
+    return task_config(args, lambda cfg: f"finetune-{cfg.eval.finetune_mode}", ['data.dataset="cifar100"', *extra], recipe("finetune/resnet18.toml"))
+
+
+def run(args) -> int:
+    return execute_task(args, *run_config(args))

@@ -1,8 +1,9 @@
 """``reprlab params``: size, cost and speed of registered models, side by side.
 
 Parameters and FLOPs are counted on a meta-device copy (no memory, no arithmetic), so even the
-heavy 224 px presets are counted instantly; throughput needs real weights and is measured only
-for non-heavy models unless ``--heavy`` is given. FLOPs follow one convention for every model
+heavy 224 px presets are counted instantly. Throughput is measured only when asked for
+(``--throughput``): it builds real weights and times training steps, which takes seconds per
+model on a GPU but minutes for a few models on a small CPU; heavy presets need ``--heavy`` too. FLOPs follow one convention for every model
 (``reprlab.models.flops.FLOP_CONVENTION``), printed under the table.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from reprlab.errors import ReprlabError
 
 NAME = "params"
-HELP = "parameter count, FLOPs/image and train/eval throughput of registered models"
+HELP = "parameter count and FLOPs/image of registered models (instant); train/eval throughput with --throughput"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,8 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     p.add_argument("--batch", type=int, default=128, help="batch size for throughput (default 128)")
     p.add_argument("--device", default="cpu", help="device for throughput, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--no-throughput", action="store_true", help="only count parameters and FLOPs")
-    p.add_argument("--heavy", action="store_true", help="also time heavy presets (224 px, ~130 M params)")
+    p.add_argument("--throughput", action="store_true",
+                   help="also time training and evaluation steps (img/s): a few seconds per model on a GPU, "
+                   "up to a minute per model on a 2-core CPU; off by default")
+    p.add_argument("--no-throughput", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    p.add_argument("--heavy", action="store_true", help="with --throughput: also time heavy presets (224 px, ~130 M params)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per mode (default 3 on cpu, 20 on cuda)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps (default 1 on cpu, 5 on cuda)")
     p.add_argument("--num-classes", type=int, default=100, help="classifier width (default 100)")
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ReprlabError("no model named; expected one or more registered names (see `reprlab params --list`)")
     if args.batch < 1:
         raise ReprlabError(f"--batch {args.batch} is not usable; expected a positive int")
-    timing = not args.no_throughput
+    timing = args.throughput and not args.no_throughput
     device = resolve_device(args.device) if timing else torch.device("cpu")
     steps = args.steps if args.steps is not None else (20 if device.type == "cuda" else 3)
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
@@ -114,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if timing:
         notes.append(f"throughput: {device}, batch {args.batch}, fp32, {steps} timed steps after {warmup} warm-up; "
                      "train = forward+backward+SGD step; CNNs in channels_last")
+    else:
+        notes.append("throughput not measured: add --throughput for train/eval img/s (seconds per model on a GPU, longer on a CPU)")
     if skipped_heavy:
         notes.append(f"not timed (heavy; add --heavy): {', '.join(skipped_heavy)}")
     print_table(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reprlab.commands._common import add_run_arguments, run_task
+from reprlab.commands._common import add_run_arguments, execute_task, task_config
 
 NAME = "pretrain"
 HELP = "pretrain a backbone with a registered method (simclr, supervised) on a chosen dataset"
@@ -12,5 +12,10 @@ def add_arguments(p) -> None:
     add_run_arguments(p)
 
 
+def run_config(args):
+    """(resolved config, task kind) of the command line ``args``."""
+    return task_config(args, "pretrain")
+
+
 def run(args) -> int:
-    return run_task(args, "pretrain")
+    return execute_task(args, *run_config(args))

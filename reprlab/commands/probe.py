@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reprlab.commands._common import add_run_arguments, print_result, recipe, resolve, run_task
-from reprlab.config import dumps_toml, to_dict
+from reprlab.commands._common import add_run_arguments, execute_task, recipe, resolve, task_config
+from reprlab.config import to_dict
 
 NAME = "probe"
 HELP = "linear protocol on CIFAR-100 over a frozen backbone (cached features, or --augment)"
@@ -24,18 +24,21 @@ def add_arguments(p) -> None:
     p.add_argument("--augment", action="store_true", help="SGD on the head with crop+flip augmentation instead of cached features")
 
 
-def run(args) -> int:
+def run_config(args):
+    """(resolved config, task kind) of the command line ``args``: "probe" (cached) or "probe-augment"."""
     extra = [f'eval.backbone="{args.backbone}"'] if args.backbone else []
     extra += [f'eval.weights="{args.weights}"'] if args.weights else []
     extra = ['data.dataset="cifar100"', *extra] + (['eval.protocol="augment"'] if args.augment else [])
-    cfg = resolve(args, extra)
-    if cfg.eval.protocol == "augment":  # the flag, or the key itself; a later override wins for both
-        return run_task(args, "probe-augment", extra, recipe("probe/linear_augment.toml"))
-    if args.print_config:
-        print(dumps_toml(to_dict(cfg)), end="")
-        return 0
-    print_result(run_cached(cfg, args.config))
-    return 0
+    if resolve(args, extra).eval.protocol == "augment":  # the flag, or the key itself; a later override wins for both
+        return task_config(args, "probe-augment", extra, recipe("probe/linear_augment.toml"))
+    return task_config(args, "probe", extra)
+
+
+def run(args) -> int:
+    cfg, kind = run_config(args)
+    if kind == "probe-augment":
+        return execute_task(args, cfg, kind)
+    return execute_task(args, cfg, kind, runner=lambda: run_cached(cfg, args.config, rerun=args.rerun))
 
 
 class FeatureCache:
@@ -50,20 +53,24 @@ class FeatureCache:
         self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
 
     def load(self):
-        import torch
-
         if not self.path.is_file():
             return None
-        blob = torch.load(self.path, weights_only=True)
-        return blob["features"] if blob.get("fingerprint") == self.fingerprint else None
+        from reprlab.errors import ReprlabError
+        from reprlab.io import load_torch
+
+        try:
+            blob = load_torch(self.path, "feature cache", weights_only=True)
+        except ReprlabError:  # damaged (a full disk, a copy cut short): extract again
+            return None
+        return blob["features"] if isinstance(blob, dict) and blob.get("fingerprint") == self.fingerprint else None
 
     def save(self, feats) -> None:
-        from reprlab.train.rundir import atomic_torch_save
+        from reprlab.io import atomic_torch_save
 
         atomic_torch_save({"fingerprint": self.fingerprint, "features": feats}, self.path)
 
 
-def run_cached(cfg, config_path: str | None = None) -> dict:
+def run_cached(cfg, config_path: str | None = None, rerun: bool = False) -> dict:
     """The cached linear protocol as a run: run directory, metrics.jsonl (the L2 sweep), result.json."""
     from reprlab.data.registry import load_splits
     from reprlab.eval.backbones import backbone_source, load_backbone
@@ -107,4 +114,4 @@ def run_cached(cfg, config_path: str | None = None) -> dict:
             **out,
         }
 
-    return run_once(cfg, "probe", config_path, body)
+    return run_once(cfg, "probe", config_path, body, rerun=rerun)

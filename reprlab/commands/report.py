@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 NAME = "report"
@@ -16,11 +17,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the report; a ReprlabError (bad run directory) propagates to the CLI's handler."""
+    """Build the report. Unreadable run directories are listed in it (and counted here) instead
+    of aborting; a missing or empty study folder is a ReprlabError for the CLI's handler."""
     # Imported here so `reprlab --help` does not pay for importing matplotlib.
-    from reprlab.studies.report import build_report
+    from reprlab.report.build import build
 
-    html = build_report(args.root, args.out)
-    print(f"wrote {html.with_name('report.md')}")
-    print(f"wrote {html}")
+    built = build(args.root, args.out)
+    print(f"wrote {built.md}")
+    print(f"wrote {built.html}")
+    study = built.study
+    if study.bad:
+        print(f"reprlab: warning: {len(study.bad)} unreadable run director{'y' if len(study.bad) == 1 else 'ies'} left out "
+              f"(listed in the report): {'; '.join(b.reason for b in study.bad[:3])}{' ...' if len(study.bad) > 3 else ''}", file=sys.stderr)
+    if study.failed:
+        print(f"reprlab: warning: {len(study.failed)} failed run(s), listed under 'Failed runs'", file=sys.stderr)
     return 0

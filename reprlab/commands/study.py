@@ -1,7 +1,9 @@
 """``reprlab study``: run a whole experiment (a DAG of runs and sweeps) from one study file.
 
-``reprlab study run NAME|FILE [--workers N] [--only PATTERN] [--dry-run] [--out DIR]`` and
-``reprlab study list`` (the built-in studies with their description and GPU-hour estimate).
+``reprlab study run NAME|FILE [--workers N] [--only PATTERN] [--dry-run] [--rerun] [--out DIR]
+[--storage URL]``, ``reprlab study status NAME|FILE`` (the state of every run: complete, stale,
+to resume, new) and ``reprlab study list`` (the built-in studies with their description and
+GPU-hour estimate).
 The file format and the runner are documented in :mod:`reprlab.studies.study`.
 """
 
@@ -20,8 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--workers", type=int, default=1, help="runs executed in parallel (one GPU each, round-robin; on CPU the cores are split)")
     r.add_argument("--only", action="append", metavar="PATTERN", help="only runs whose expanded name matches this fnmatch pattern (repeatable); refuses when a selected run needs an incomplete unselected one")
     r.add_argument("--dry-run", action="store_true", help="list every run in order with its command line and what would happen, start nothing")
+    r.add_argument("--rerun", action="store_true", help="replace stale runs (their directory holds results of another config than the study's now) instead of refusing to start")
     r.add_argument("--out", metavar="DIR", help="output folder (default: the study's out_dir, runs/<name>)")
+    r.add_argument("--storage", metavar="URL", help="Optuna storage of every sweep, e.g. one database shared by several machines "
+                   "(default: [study] storage, else sqlite:///<out>/<sweep>/optuna.db)")
+    r.add_argument("--methods", metavar="M,M|all", help="the study's self-supervised methods (its \"{methods}\" axis), e.g. simclr,byol or all (default: [study] methods)")
     r.add_argument("--data-root", default=argparse.SUPPRESS, help="folder holding the datasets (passed to every run)")
+    st = sub.add_parser("status", help="the state of every run of a study (complete, stale, to resume, new)",
+                        description="One line per expanded run: complete (with its accuracy), stale (recorded config differs), to resume, new. Starts nothing.")
+    st.add_argument("study", metavar="NAME|FILE", help="a built-in study name or a study TOML file")
+    st.add_argument("--only", action="append", metavar="PATTERN", help="only runs whose expanded name matches this fnmatch pattern (repeatable)")
+    st.add_argument("--out", metavar="DIR", help="output folder (default: the study's out_dir, runs/<name>)")
+    st.add_argument("--storage", metavar="URL", help="Optuna storage of the sweeps (as given to `study run`)")
+    st.add_argument("--methods", metavar="M,M|all", help="the study's method axis, as given to `study run`")
     sub.add_parser("list", help="list the built-in studies", description="List the built-in studies with their description and estimated GPU-hours.")
 
 
@@ -36,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['name']:<{width}}  {hours:>12}  {r['description']}")
         return 0
     path = st.find_study(args.study)
-    study = st.load_study(path, out_dir=args.out)
+    methods = getattr(args, "methods", None)
+    study = st.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None)
+    if args.study_command == "status":
+        return st.status(study, args.only)
     data_root = getattr(args, "data_root", None)
     if args.dry_run:
         return st.dry_run(study, args.only, data_root)
-    return st.run_study(study, workers=args.workers, only=args.only, data_root=data_root)
+    return st.run_study(study, workers=args.workers, only=args.only, data_root=data_root, rerun=args.rerun)

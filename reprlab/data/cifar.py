@@ -3,21 +3,22 @@
 Accepted under the data root: ``cifar-100-python.tar.gz`` or its extracted ``cifar-100-python/``
 folder. When neither is there, the archive is downloaded (torchvision's downloader, published
 md5 checked) into the cache dir. A local archive whose md5 differs from the published one (a
-rebuilt archive, a mirror that reordered samples) is not rejected: a warning is printed once and
-the content is validated instead: shapes, dtype, label ranges, 100 fine and 20 coarse classes.
-Decoded arrays are cached as uint8 tensors in the cache dir, keyed by the archive's size and
-modification time, so later runs load in well under a second.
+rebuilt archive, a mirror that reordered samples) is not rejected: the content is validated
+instead (shapes, dtype, label ranges, 100 fine and 20 coarse classes), and a note saying so is
+printed once per archive (per md5, remembered in the cache dir; a rebuilt cache or a copy of the
+archive with a new modification time is the same archive). Decoded arrays are cached as uint8
+tensors in the cache dir, keyed by the archive's size and modification time, so later runs load
+in well under a second.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
 import pickle
+import sys
 import tarfile
-import warnings
 import zlib
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from reprlab.data.paths import ENV_DATA, cache_dir, data_root
 from reprlab.data.types import ImageSet
 from reprlab.errors import ReprlabError
+from reprlab.io import FileLock, atomic_torch_save, atomic_write_bytes, load_torch, make_dirs, move_into_place
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 ARCHIVE = "cifar-100-python.tar.gz"
@@ -50,13 +52,14 @@ def locate(root_setting: str = "", download: bool = True, cache: str = "") -> Pa
     if cached.is_file():
         return cached
     if download:
-        cached.parent.mkdir(parents=True, exist_ok=True)
         # Several workers of a study may start at once: one downloads (under the lock, into a
         # temporary name, renamed when its md5 is right), the others wait and reuse the file.
-        with open(cached.parent / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock = FileLock(make_dirs(cached.parent) / ".lock").acquire(wait=True)
+        try:
             if not cached.is_file():
                 _download(cached, tried, how)
+        finally:
+            lock.release()
         return cached
     raise ReprlabError(
         f"CIFAR-100 not found: tried {', '.join(map(str, tried))} (data root from {how}); "
@@ -67,20 +70,52 @@ def locate(root_setting: str = "", download: bool = True, cache: str = "") -> Pa
 def _download(dest: Path, tried: list[Path], how: str) -> None:
     from torchvision.datasets.utils import download_url
 
-    tmp_name = f"{ARCHIVE}.tmp{os.getpid()}"
+    tmp_name = f".{ARCHIVE}.tmp{os.getpid()}"
+    tmp = dest.parent / tmp_name
     try:
-        download_url(URL, str(dest.parent), tmp_name, MD5)
-    except Exception as e:  # noqa: BLE001 - turned into the one-line message below
-        (dest.parent / tmp_name).unlink(missing_ok=True)
-        raise ReprlabError(
-            f"CIFAR-100 not found (tried {', '.join(map(str, tried))}; data root from {how}) and the download "
-            f"from {URL} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            f"put {ARCHIVE} under the data root (--data-root or ${ENV_DATA})"
-        ) from None
-    if _md5(dest.parent / tmp_name) != MD5:
-        (dest.parent / tmp_name).unlink(missing_ok=True)
-        raise ReprlabError(f"the CIFAR-100 download from {URL} has the wrong md5 (expected {MD5}); try again")
-    os.replace(dest.parent / tmp_name, dest)
+        try:
+            download_url(URL, str(dest.parent), tmp_name, MD5)
+        except Exception as e:  # noqa: BLE001 - turned into the one-line message below
+            raise ReprlabError(
+                f"CIFAR-100 not found (tried {', '.join(map(str, tried))}; data root from {how}) and the download "
+                f"from {URL} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"put {ARCHIVE} under the data root (--data-root or ${ENV_DATA})"
+            ) from None
+        if _md5(tmp) != MD5:
+            raise ReprlabError(f"the CIFAR-100 download from {URL} has the wrong md5 (expected {MD5}); try again")
+        move_into_place(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # whatever failed (a full disk, Ctrl-C), no partial download stays
+
+
+def _load_cache(path: Path) -> dict | None:
+    """The decoded arrays cached at ``path``; None when absent or unreadable (then rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        blob = load_torch(path, "cache file", weights_only=True)
+    except ReprlabError:
+        return None
+    return blob if isinstance(blob, dict) and all(k in blob for k in ("train", "test", "classes", "coarse_classes", "checksum")) else None
+
+
+def _note_md5_once(src: Path, digest: str, cache: Path, blob: dict) -> None:
+    """Say once per archive (per md5, remembered in the cache dir) that it differs from the
+    published one and that its content was validated instead: information, not a warning."""
+    marker = cache / f".md5-noted-{digest}"
+    if marker.exists():
+        return
+    n_train, n_test = len(blob["train"][1]), len(blob["test"][1])
+    print(
+        f"reprlab: note: {src}: md5 differs from the published {MD5} (a repacked copy); content validated: "
+        f"{n_train} train and {n_test} test images, {len(blob['classes'])} classes, {len(blob['coarse_classes'])} superclasses; "
+        "it is used as is (shown once per archive)",
+        file=sys.stderr,
+    )
+    try:
+        atomic_write_bytes(marker, f"{src}\n".encode())
+    except ReprlabError:  # a read-only cache: the cache write below reports it
+        pass
 
 
 def _md5(path: Path) -> str:
@@ -154,14 +189,12 @@ def load(root_setting: str = "", download: bool = True, cache: str = "") -> tupl
     stat = src.stat() if src.is_file() else (src / "train").stat()
     key = f"v{CACHE_VERSION}-{stat.st_size}-{int(stat.st_mtime)}-{hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:8]}"
     cache_file = cache_dir(cache) / "cifar100" / f"{key}.pt"
-    if cache_file.is_file():
-        blob = torch.load(cache_file, weights_only=True)
-    else:
-        checksum = "folder (no md5)"
+    blob = _load_cache(cache_file)
+    if blob is None:
+        checksum, digest = "folder (no md5)", None
         if src.is_file():
-            checksum = "md5 ok" if _md5(src) == MD5 else "md5 differs: content validated"
-            if checksum.startswith("md5 differs"):
-                warnings.warn(f"{src}: md5 differs from the published {MD5}; validating the content instead", stacklevel=2)
+            digest = _md5(src)
+            checksum = "md5 ok" if digest == MD5 else "md5 differs: content validated"
         members = _read_members(src)
         meta = members["meta"]
         for k in ("fine_label_names", "coarse_label_names"):
@@ -170,10 +203,10 @@ def load(root_setting: str = "", download: bool = True, cache: str = "") -> tupl
         blob = {"classes": list(meta["fine_label_names"]), "coarse_classes": list(meta["coarse_label_names"]), "checksum": checksum}
         for split in ("train", "test"):
             blob[split] = _to_split(members[split], split, src)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, cache_file)
+        make_dirs(cache_file.parent)
+        if digest is not None and digest != MD5:
+            _note_md5_once(src, digest, cache_file.parent, blob)
+        atomic_torch_save(blob, cache_file)
     sets = {
         s: ImageSet(blob[s][0], blob[s][1], blob["classes"], blob[s][2], blob["coarse_classes"]) for s in ("train", "test")
     }

@@ -44,6 +44,7 @@ from reprlab.data.registry import register_dataset
 from reprlab.data.splits import stratified_split
 from reprlab.data.types import ImageSet, Splits
 from reprlab.errors import ReprlabError
+from reprlab.io import atomic_torch_save, load_torch, make_dirs
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FLAT_CLASS = "unlabelled"
@@ -185,9 +186,9 @@ def load_cache(path: Path, required: Iterable[str]) -> dict | None:
     if not path.is_file():
         return None
     try:
-        blob = torch.load(path, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
-        warnings.warn(f"ignoring unreadable cache file {path} ({type(e).__name__}); decoding again", stacklevel=3)
+        blob = load_torch(path, "cache file", weights_only=True)
+    except ReprlabError:  # a damaged cache is rebuilt, never fatal
+        warnings.warn(f"ignoring unreadable cache file {path}; decoding again", stacklevel=3)
         return None
     if not isinstance(blob, dict) or blob.get("version") != CACHE_VERSION or any(k not in blob for k in required):
         return None
@@ -196,13 +197,8 @@ def load_cache(path: Path, required: Iterable[str]) -> dict | None:
 
 def save_cache(path: Path, blob: dict) -> None:
     """Write ``blob`` atomically: readers (other runs sharing the cache) never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save({**blob, "version": CACHE_VERSION}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    make_dirs(path.parent)
+    atomic_torch_save({**blob, "version": CACHE_VERSION}, path)
 
 
 # --------------------------------------------------------------------------------------------

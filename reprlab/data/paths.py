@@ -30,7 +30,7 @@ def data_root(config_root: str = "") -> tuple[Path, str]:
 
 def cache_dir(config_cache: str = "") -> Path:
     """A writable directory for extracted archives and decoded uint8 arrays (never the data root)."""
+    from reprlab.io import make_dirs
+
     raw = config_cache or os.environ.get(ENV_CACHE) or "~/.cache/reprlab"
-    path = Path(raw).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_dirs(Path(raw).expanduser())

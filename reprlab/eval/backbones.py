@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from reprlab.errors import ReprlabError
+from reprlab.io import load_torch
 from reprlab.models import create_model
 from reprlab.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -54,15 +55,60 @@ def load_backbone(spec: str, cfg, data_mean, data_std) -> Backbone:
     return load_checkpoint_backbone(Path(spec))
 
 
+def _checkpoint_path(spec: str | Path) -> Path:
+    path = Path(spec)
+    return path / "checkpoints" / "last.pt" if path.is_dir() else path
+
+
+def built_architecture(spec: str) -> tuple[str, dict] | None:
+    """(registry name, kwargs) of the model :func:`load_backbone` builds for ``spec``, read
+    without loading weights; None for ``random-init`` (``cfg.model`` is what is built) and for
+    a checkpoint that does not exist yet (a study's dependency that has not run)."""
+    if spec == "imagenet-supervised":
+        return "resnet18_imagenet", {}
+    if not spec or spec == "random-init":
+        return None
+    path = _checkpoint_path(spec)
+    if not path.is_file():
+        return None
+    ckpt = load_torch(path, "backbone checkpoint", map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(ckpt, dict) or "model_name" not in ckpt:
+        return None  # not a reprlab checkpoint: load_backbone says so
+    return ckpt["model_name"], dict(ckpt.get("model_kwargs", {}))
+
+
+def record_architecture(cfg) -> None:
+    """Make ``cfg.model`` say what a run over the backbone ``cfg.eval.backbone`` builds.
+
+    A checkpoint carries its architecture (``model_name``, ``model_kwargs``), which wins over
+    the config; the resolved config (``config.toml``, ``--print-config``) records the built one,
+    so that a fine-tune of a width-8 backbone does not read ``model.kwargs = {}``. Architecture
+    arguments that contradict the checkpoint would silently do nothing: they are refused.
+    """
+    built = built_architecture(cfg.eval.backbone)
+    if built is None:
+        return
+    name, kwargs = built
+    if cfg.model.kwargs and dict(cfg.model.kwargs) != kwargs:
+        import json
+
+        raise ReprlabError(
+            f"model.kwargs {json.dumps(cfg.model.kwargs)} contradicts the backbone: {cfg.eval.backbone} is a checkpoint of "
+            f"{name} with {json.dumps(kwargs)}; a backbone's architecture comes from its checkpoint, so drop the model.kwargs overrides"
+            if cfg.eval.backbone != "imagenet-supervised" else
+            f"model.kwargs {json.dumps(cfg.model.kwargs)} does not apply to the imagenet-supervised backbone (torchvision's ResNet-18); drop it"
+        )
+    cfg.model.name = name
+    cfg.model.kwargs = dict(kwargs)
+
+
 def load_checkpoint_backbone(path: Path) -> Backbone:
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+    path = _checkpoint_path(path)
     if not path.is_file():
         raise ReprlabError(f"backbone checkpoint {path} not found; expected runs/<name>/checkpoints/last.pt, 'imagenet-supervised' or 'random-init'")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise ReprlabError(f"backbone checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+    ckpt = load_torch(path, "backbone checkpoint", map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise ReprlabError(f"backbone checkpoint {path}: holds a {type(ckpt).__name__}, not a reprlab checkpoint")
     for key in ("method", "model_name", "backbone_prefix"):
         if key not in ckpt:
             raise ReprlabError(f"backbone checkpoint {path}: key {key!r} missing; not a reprlab checkpoint")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -19,10 +21,12 @@ def extract_features(
     resolution: int | None = None,
     channels_last: bool = True,
     amp_dtype: torch.dtype | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Pooled features (N, D) float32 of a uint8 array; images are resized on the device to
     ``resolution`` when it differs from theirs (e.g. 32 px CIFAR fed at 224 px to an ImageNet
-    backbone). The model's train/eval mode is restored afterwards."""
+    backbone). The model's train/eval mode is restored afterwards. ``on_batch(n)`` is called
+    after each batch of ``n`` images (a progress bar's ``update``)."""
     was_training = model.training
     model.eval()
     out = []
@@ -30,5 +34,7 @@ def extract_features(
         x = prepare_batch(images_u8[sl].to(device, non_blocking=True), mean, std, resolution, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
             out.append(model(x).float())
+        if on_batch is not None:
+            on_batch(len(x))
     model.train(was_training)
     return torch.cat(out)

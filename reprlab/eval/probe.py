@@ -11,6 +11,7 @@ backbone parameter and BN buffer is checked to be bit-identical to before.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -86,6 +87,15 @@ def coarse_map(train) -> torch.Tensor | None:
     return cmap
 
 
+def _bar(enabled: bool, total: int, desc: str, unit: str):
+    """A tqdm bar on stderr, as the training loop's (``train.progress``); None when turned off."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "img", dynamic_ncols=True, file=sys.stderr)
+
+
 def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None) -> dict:
     """Run the cached linear protocol; returns the fields of result.json it owns.
 
@@ -108,10 +118,14 @@ def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None
     amp = resolve_precision(cfg.train.precision, device)
     feats = feature_cache.load() if feature_cache else None
     if feats is None or not all(s in feats for s in parts):
+        bar = _bar(cfg.train.progress, sum(len(getattr(splits, s)) for s in parts), f"probe: features ({'+'.join(parts)})", "img")
         feats = {
-            s: extract_features(model, getattr(splits, s).images, mean, std, cfg.train.eval_batch_size, device, res, cfg.model.channels_last, amp).cpu()
+            s: extract_features(model, getattr(splits, s).images, mean, std, cfg.train.eval_batch_size, device, res, cfg.model.channels_last, amp,
+                                on_batch=bar.update if bar else None).cpu()
             for s in parts
         }
+        if bar is not None:
+            bar.close()
         if feature_cache:
             feature_cache.save(feats)
     t_feat = time.perf_counter() - t0
@@ -123,12 +137,18 @@ def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None
     num_classes = splits.train.num_classes
     t1 = time.perf_counter()
     sweep, fits, prev = [], {}, None
+    bar = _bar(cfg.train.progress, len(cfg.eval.l2_grid), "probe: fit (L-BFGS per L2)", "fit")
     for l2 in sorted(cfg.eval.l2_grid, reverse=True):  # strong to weak regularisation, warm-started
         fitted = fit_logreg(xtr, ytr, num_classes, l2, cfg.eval.max_iter, init=prev)
         prev = fits[l2] = fitted
         val_acc = ((xva @ fitted.weight.T + fitted.bias).argmax(1) == yva).float().mean().item() * 100
         tr_acc = ((xtr @ fitted.weight.T + fitted.bias).argmax(1) == ytr).float().mean().item() * 100
         sweep.append({"l2": l2, "val_acc1": val_acc, "train_acc1": tr_acc, "iterations": fitted.iterations})
+        if bar is not None:
+            bar.set_postfix(l2=f"{l2:g}", val_acc1=f"{val_acc:.2f}", refresh=False)
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     best = max(sweep, key=lambda r: (r["val_acc1"], r["l2"]))  # ties: the stronger regularisation
     w = fits[best["l2"]]
     t_fit = time.perf_counter() - t1

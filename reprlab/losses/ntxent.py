@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reprlab.errors import ReprlabError
+from reprlab.losses._common import softplus_threshold
+from reprlab.losses._common import full_precision
 
 __all__ = ["GatherFn", "NTXentLoss", "nt_xent"]
 
@@ -40,6 +42,7 @@ def _check_temperature(temperature: float) -> float:
     return value
 
 
+@full_precision
 def nt_xent(
     z1: Tensor,
     z2: Tensor,
@@ -55,7 +58,7 @@ def nt_xent(
         z2: (N, D) embeddings of the second view; ``z2[i]`` is the positive of ``z1[i]``.
             Neither input needs to be normalised: rows are L2-normalised here.
         temperature: softmax temperature ``t > 0``.
-        gather: optional multi-rank hook (TODO: wire up in the distributed trainer). It is
+        gather: optional multi-rank hook (``reprlab.distributed.gather_others`` in SimCLR). It is
             called once with the local (2N, D) block of *normalised* views ``[z1; z2]`` and
             must return the (M, D) rows held by all *other* ranks, M >= 0. Those rows are
             extra negatives for every local anchor, while positives stay local. A DDP
@@ -121,7 +124,7 @@ def nt_xent(
     excluded[anchors, anchors] = True  # an anchor is never its own negative
     excluded[anchors, positives] = True
     negatives_lse = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
-    per_anchor = F.softplus(negatives_lse - positive_logits)
+    per_anchor = F.softplus(negatives_lse - positive_logits, threshold=softplus_threshold(dtype))
     return per_anchor.mean()
 
 

@@ -14,10 +14,12 @@ import torch
 from torch import Tensor
 
 from reprlab.errors import ReprlabError
+from reprlab.losses._common import full_precision
 
 __all__ = ["soft_cross_entropy"]
 
 
+@full_precision
 def soft_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean over the batch of ``-sum_c q_c log softmax(logits)_c``.
 

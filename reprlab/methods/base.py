@@ -2,58 +2,83 @@
 
 The loop (``reprlab.train.loop``) owns optimisation, schedules, precision, logging and
 checkpoints and knows nothing about SimCLR or CutMix; a method owns its modules, its
-augmentation pipeline and its evaluation. Adding a method is one file that subclasses
-:class:`Method` and registers itself with ``@register_method("name")``.
+augmentation, its evaluation and its own ``[method]`` configuration. The loop calls, per step::
+
+    loss, metrics = method.training_step(images_u8, labels, generator, ctx)
+    loss.backward()
+    method.before_optimizer_step(ctx)     # gradients are final here (DINO freezes a layer)
+    clip, optimizer.step()
+    method.after_optimizer_step(ctx)      # EMA targets, queues
+
+``metrics`` is a dict of scalars (0-dim tensors or floats) that the loop averages over each
+logging interval and writes as ``train/<key>`` with the loss, in the same single host sync.
+Everything that must survive a resume lives in the method's ``state_dict`` (parameters and
+registered buffers: EMA targets, queues, DINO's centre).
+
+Adding a method is one file ``reprlab/methods/<name>.py`` that subclasses :class:`Method` (or
+:class:`reprlab.methods.ssl.SSLMethod`), declares its ``Config`` dataclass and registers itself
+with ``@register_method("<name>")``.
 """
 
 from __future__ import annotations
 
-import difflib
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
 
+from reprlab.config import MethodConfig
 from reprlab.data.device import stats_tensors
 from reprlab.data.types import Splits
 from reprlab.errors import ReprlabError
+from reprlab.registry import METHODS
 from reprlab.runtime import resolve_precision
+from reprlab.schedules import ScalarSchedule, value_at
 
-METHODS: dict[str, type["Method"]] = {}
+#: what training_step returns: the loss and extra scalars logged as train/<key>
+StepOutput = tuple[torch.Tensor, dict[str, "torch.Tensor | float"]]
 
 
 def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
-    def wrap(cls: type["Method"]) -> type["Method"]:
-        METHODS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+    return METHODS.register(name)
 
 
 def get_method(name: str) -> type["Method"]:
-    import importlib
-    import pkgutil
+    return METHODS.get(name)
 
-    import reprlab.methods as pkg
 
-    for info in pkgutil.iter_modules(pkg.__path__):  # one file per method; importing registers it
-        if info.name != "base":
-            importlib.import_module(f"reprlab.methods.{info.name}")
+@dataclass(frozen=True)
+class StepContext:
+    """Where the loop is: the update being computed is number ``step`` (0-based) of ``total_steps``."""
 
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ReprlabError(f"unknown method {name!r}{hint} (known: {', '.join(sorted(METHODS))})")
-    return METHODS[name]
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def epoch(self) -> int:
+        """0-based epoch of this step."""
+        return self.step // self.steps_per_epoch
+
+    def value(self, v: "float | ScalarSchedule") -> float:
+        """A possibly scheduled hyperparameter at this step (the same schedule code as the lr)."""
+        return value_at(v, self.step, self.total_steps, self.steps_per_epoch)
 
 
 class Method(nn.Module):
     """Base class. Subclasses set ``self.backbone`` (a registry model) and implement the hooks."""
 
     name = "base"
+    #: the dataclass of this method's ``[method]`` section
+    Config: type[MethodConfig] = MethodConfig
     #: the validation metric that selects the best checkpoint (higher is better)
     selection_metric = "val/acc1"
+
+    @classmethod
+    def default_views(cls) -> dict:
+        """The method's view pipelines by name (``[views.NAME]``); none for supervised methods."""
+        return {}
 
     def __init__(self, cfg, splits: Splits, device: torch.device) -> None:
         super().__init__()
@@ -65,14 +90,26 @@ class Method(nn.Module):
         self.register_buffer("std", std, persistent=False)
         self.amp_dtype = resolve_precision(cfg.train.precision, device)  # evaluation follows train.precision too
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # Checkpoints of earlier versions also held the backbone under its forward alias
+        # (`_encode.` / `_forward.`); the same tensors are under `backbone.`.
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(("_encode.", "_forward."))}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # ---- hooks
     def named_trainable(self) -> Iterable[tuple[str, nn.Parameter, float]]:
         """(name, parameter, lr multiplier) of everything the optimiser updates."""
         return ((n, p, 1.0) for n, p in self.named_parameters() if p.requires_grad)
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Loss and (optionally) the number of correctly classified samples of the batch."""
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, ctx: StepContext) -> StepOutput:
+        """The loss of one uint8 batch and extra scalars to log (``{}`` when none)."""
         raise NotImplementedError
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Called after backward (gradients unscaled), before clipping and the optimiser step."""
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Called after the optimiser step: momentum targets, queues."""
 
     def evaluate(self, split: str, epoch: int) -> dict[str, float]:
         """Metrics on ``split`` ("val" or "test"), namespaced (``val/acc1``...)."""
@@ -89,4 +126,3 @@ class Method(nn.Module):
     def compile(self) -> None:
         """Compile the hot modules (``model.compile = true``)."""
         raise ReprlabError(f"method {self.name!r} does not support model.compile")
-

@@ -8,12 +8,15 @@ crop + flip, optional RandAugment and random erasing, CutMix/Mixup with soft tar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from reprlab.augment.basic import random_crop, random_flip
 from reprlab.augment.mix import BatchMix, rand_augment, random_erasing
 from reprlab.data.device import iterate_eval, prepare_batch, stats_tensors
+from reprlab.config import MethodConfig
 from reprlab.errors import ReprlabError
 from reprlab.eval.metrics import classification_metrics
 from reprlab.losses import soft_cross_entropy
@@ -21,8 +24,16 @@ from reprlab.methods.base import Method, register_method
 from reprlab.models import create_model
 
 
+@dataclass
+class SupervisedConfig(MethodConfig):
+    """Supervised training needs no [method] fields: its recipe is [aug] (crop, flip,
+    RandAugment, erasing, CutMix/Mixup, label smoothing)."""
+
+
 @register_method("supervised")
 class Supervised(Method):
+    Config = SupervisedConfig
+
     def __init__(self, cfg, splits, device, backbone=None, mode: str = "scratch") -> None:
         super().__init__(cfg, splits, device)
         num_classes = splits.train.num_classes
@@ -36,7 +47,7 @@ class Supervised(Method):
             self.backbone.reset_classifier(num_classes)
             self.mean, self.std = stats_tensors(backbone.mean, backbone.std, device)
             self.input_size = cfg.eval.resolution or backbone.input_size
-        self._forward = self.backbone
+        object.__setattr__(self, "_forward", self.backbone)  # out of the module tree (see SSLMethod)
         head_ids = {id(p) for p in self.backbone.get_classifier().parameters()}
         self._head_ids = head_ids
         if mode == "head":
@@ -58,12 +69,12 @@ class Supervised(Method):
             self.backbone.eval()  # frozen means frozen: BN running statistics do not move either
 
     def compile(self) -> None:
-        self._forward = torch.compile(self.backbone)
+        object.__setattr__(self, "_forward", torch.compile(self.backbone))
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return prepare_batch(x, self.mean, self.std, self.input_size, self.cfg.model.channels_last)
 
-    def training_step(self, images, labels, generator):
+    def training_step(self, images, labels, generator, ctx):
         a = self.cfg.aug
         if a.rand_augment:
             images = rand_augment(images, a.rand_augment_ops, a.rand_augment_magnitude, generator=generator)
@@ -82,8 +93,8 @@ class Supervised(Method):
             loss = soft_cross_entropy(logits.float(), target)
         else:
             loss = F.cross_entropy(logits.float(), target, label_smoothing=a.mix.label_smoothing)
-        correct = (logits.argmax(1) == labels).sum()
-        return loss, correct
+        acc1 = (logits.argmax(1) == labels).float().mean() * 100.0
+        return loss, {"acc1": acc1}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -136,10 +136,9 @@ def load_imagenet_state_dict(weights: str) -> dict[str, torch.Tensor]:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ReprlabError(f"ImageNet weights file {path} not found; expected a torchvision ResNet-18 state dict (.pth)")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ReprlabError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
+    from reprlab.io import load_torch
+
+    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     expected = {"conv1.weight": (64, 3, 7, 7), "fc.weight": (1000, 512)}

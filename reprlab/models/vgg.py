@@ -158,10 +158,9 @@ def _read_torchvision_vgg(weights: str, reference: dict[str, torch.Tensor]) -> d
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ReprlabError(f"VGG weights file {path} not found; expected a torchvision vgg11_bn state dict (.pth)")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised as a one-line user error
-        raise ReprlabError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
+    from reprlab.io import load_torch
+
+    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

@@ -249,10 +249,9 @@ def read_vit_weights(weights: str, reference: nn.Module) -> dict[str, torch.Tens
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ReprlabError(f"ViT weights file {path} not found; expected a timm ViT state dict (.pth)")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised as a one-line user error
-        raise ReprlabError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
+    from reprlab.io import load_torch
+
+    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
     for wrapper in ("model", "state_dict"):
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]

@@ -42,7 +42,13 @@ Execution (``reprlab study run``)
     run.out_dir=... run.name=...``, so the run's own skip / resume / lock logic applies and a
     crash of one run never takes the runner down. Its output is appended to ``<run dir>/log.txt``.
     Complete runs are skipped without starting a process; interrupted ones resume from
-    ``checkpoints/last.pt``. The runner holds ``<out_dir>/.study.lock`` so two runners of one
+    ``checkpoints/last.pt``. A run whose directory holds results or a checkpoint of another config
+    than the study would run now (an edited override, a different best_of parameter) is *stale*:
+    ``--dry-run`` and ``study status`` show it with the differing keys, and ``study run`` refuses to
+    start until ``--rerun`` (which starts each stale run with ``--rerun``, replacing it). The
+    comparison is the run's own (``reprlab.train.rundir.config_differences``) on the config its
+    command line resolves to (:func:`node_config`). A failed last attempt (result.json with
+    ``status = "failed"``) is shown with its error line. The runner holds ``<out_dir>/.study.lock`` so two runners of one
     study never interleave, and children die with the runner (Linux ``PR_SET_PDEATHSIG``), so
     killing the runner at any moment leaves only resumable run directories behind.
 
@@ -55,8 +61,8 @@ from __future__ import annotations
 
 import ctypes
 import difflib
-import fcntl
 import fnmatch
+import functools
 import itertools
 import json
 import math
@@ -74,9 +80,10 @@ from typing import IO, Any, Callable, Iterable
 
 import reprlab
 from reprlab.errors import ReprlabError
+from reprlab.io import FileLock, is_locked, make_dirs, os_error  # noqa: F401 - is_locked: also used by reprlab.studies.sweep
 
 COMMANDS = ("train", "pretrain", "probe", "finetune")
-STUDY_KEYS = ("name", "description", "gpu_hours", "out_dir", "overrides")
+STUDY_KEYS = ("name", "description", "gpu_hours", "out_dir", "overrides", "storage", "methods")
 RUN_KEYS = ("name", "command", "config", "overrides", "seeds", "grid", "match", "group", "backbone", "weights", "best_of", "args")
 TOP_KEYS = ("study", "run", "sweep")
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -223,10 +230,17 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``argv`` with stdout and stderr appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {display(argv)}\n".encode())
-        log.flush()
+    make_dirs(log_path.parent)
+    try:
+        log = open(log_path, "ab")
+    except OSError as e:
+        raise os_error(e, log_path) from None
+    with log:
+        try:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {display(argv)}\n".encode())
+            log.flush()
+        except OSError as e:
+            raise os_error(e, log_path) from None
         # the child holds its own descriptor; ours can close when this block ends
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent())
 
@@ -263,53 +277,9 @@ def exit_text(code: int) -> str:
     return f"exit {code}"
 
 
-class DirLock:
-    """An exclusive, non-blocking ``flock`` on a file; released when the holder dies."""
-
-    def __init__(self, path: Path, what: str) -> None:
-        self.path, self.what, self.fd = Path(path), what, None
-
-    def try_acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        return True
-
-    def acquire(self) -> "DirLock":
-        if not self.try_acquire():
-            raise ReprlabError(f"{self.what} is in use by another process (lock {self.path})")
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> "DirLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
-def is_locked(path: Path) -> bool:
-    """Whether some live process holds the ``flock`` on ``path`` (False when it does not exist)."""
-    if not path.is_file():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock we may have taken
-    return False
+#: the one file lock (reprlab.io.FileLock): ``DirLock(path, what)``, exclusive, non-blocking,
+#: released when the holder dies; ``is_locked(path)`` tells whether a live process holds it
+DirLock = FileLock
 
 
 # ============================================================================================
@@ -357,6 +327,7 @@ class Study:
     overrides: list[str]
     path: Path
     nodes: dict[str, Node]  # in execution (topological, then file) order
+    storage: str | None = None  # Optuna storage URL for every sweep (--storage, else [study] storage)
 
     def run_dir(self, node: Node) -> Path:
         return self.out_dir / node.name
@@ -400,8 +371,13 @@ def read_header(path: Path) -> dict:
     return {"name": head.get("name", Path(path).stem), "description": head.get("description", ""), "gpu_hours": head.get("gpu_hours")}
 
 
-def load_study(path: str | Path, out_dir: str | Path | None = None, validate: bool = True) -> Study:
-    """Parse, expand and check a study file; ``validate`` also builds every run's config."""
+def load_study(path: str | Path, out_dir: str | Path | None = None, validate: bool = True, storage: str | None = None, methods: list[str] | None = None) -> Study:
+    """Parse, expand and check a study file; ``validate`` also builds every run's config.
+
+    ``storage`` (``study run --storage URL``) is the Optuna storage of every sweep of the study,
+    e.g. one database shared by several machines; without it a sweep uses its own ``storage``,
+    else the study's ``[study] storage``, else ``sqlite:///<out_dir>/<sweep>/optuna.db``
+    (:func:`reprlab.studies.sweep.storage_url`)."""
     from reprlab.studies.sweep import parse_sweep
 
     path = Path(path)
@@ -418,11 +394,19 @@ def load_study(path: str | Path, out_dir: str | Path | None = None, validate: bo
         expect(gpu_hours, (int, float), f"{path} [study]", "gpu_hours", "a number")
     study_overrides = check_overrides(string_list(head.get("overrides", []), f"{path} [study]", "overrides"), f"{path} [study]", "overrides")
     out = Path(out_dir) if out_dir is not None else Path(expect(head.get("out_dir", f"runs/{name}"), str, f"{path} [study]", "out_dir", "a string"))
+    study_storage = head.get("storage")
+    if study_storage is not None:
+        expect(study_storage, str, f"{path} [study]", "storage", "an Optuna storage URL")
 
-    runs = [_parse_run(t, i, path) for i, t in enumerate(_tables(data, "run", path))]
+    run_tables = [_fill_methods(t, _study_methods(head, methods, path)) for t in _tables(data, "run", path)]
+    runs = [_parse_run(t, i, path) for i, t in enumerate(run_tables)]
     sweep_tables = _tables(data, "sweep", path)
     # sweeps rank before runs among ready nodes: they are the long pole that final runs wait for
     sweeps = [parse_sweep(t, f"{path} [[sweep]] {t.get('name', f'#{i + 1}')!r}", index=i - len(sweep_tables)) for i, t in enumerate(sweep_tables)]
+    if study_storage:  # the study's storage for the sweeps that name none themselves
+        import dataclasses
+
+        sweeps = [s if s.storage else dataclasses.replace(s, storage=study_storage) for s in sweeps]
     if not runs and not sweeps:
         raise ReprlabError(f"{path}: no [[run]] or [[sweep]] tables")
     specs: dict[str, Any] = {}
@@ -433,15 +417,66 @@ def load_study(path: str | Path, out_dir: str | Path | None = None, validate: bo
 
     nodes = _expand_all(runs, sweeps, specs, path)
     order = _toposort(nodes, path)
-    study = Study(name=name, description=description, gpu_hours=gpu_hours, out_dir=out, overrides=study_overrides, path=path, nodes=order)
+    study = Study(name=name, description=description, gpu_hours=gpu_hours, out_dir=out, overrides=study_overrides, path=path, nodes=order, storage=storage)
     if validate:
         for node in study.nodes.values():
             where = f"{path}: {'sweep' if node.kind == 'sweep' else 'run'} {node.name!r}"
             if node.kind == "run":
-                validate_overrides(node.spec.config, [*study.overrides, *_config_overrides(node)], where)
+                validate_overrides(instance_config(node.spec, node.axes), [*study.overrides, *_config_overrides(node)], where)
             else:
                 node.spec.validate([*study.overrides], where)
     return study
+
+
+#: a grid or match value list written as this string is the study's method axis
+METHODS_TOKEN = "{methods}"
+
+
+def _study_methods(head: dict, methods: list[str] | None, path: Path) -> list[str] | None:
+    """The study's self-supervised methods: ``study run --methods`` (``all``: every registered
+    one), else ``[study] methods``; None when the study has no method axis."""
+    from reprlab.registry import METHODS
+
+    chosen = methods if methods is not None else head.get("methods")
+    if chosen is None:
+        return None
+    if chosen == ["all"] or chosen == "all":
+        from reprlab.methods.ssl import SSLMethod
+
+        return [n for n in METHODS.names() if issubclass(METHODS.get(n), SSLMethod)]
+    expect(chosen, list, f"{path} [study]", "methods", "a list of method names")
+    for m in chosen:
+        if m not in METHODS:
+            raise ReprlabError(f"{path}: method {m!r} is not registered{METHODS.suggest(m)} (known: {', '.join(METHODS.names())})")
+    if len(set(chosen)) != len(chosen) or not chosen:
+        raise ReprlabError(f"{path}: methods must be a non-empty list of distinct names, got {chosen!r}")
+    return list(chosen)
+
+
+def _fill_methods(t: dict, methods: list[str] | None) -> dict:
+    """A [[run]] table with ``"{methods}"`` in its grid/match replaced by the method list."""
+    out = dict(t)
+    for key in ("grid", "match"):
+        table = t.get(key)
+        if isinstance(table, dict) and METHODS_TOKEN in table.values():
+            if methods is None:
+                raise ReprlabError(f"[[run]] {t.get('name')!r}: {key} uses {METHODS_TOKEN!r} but the study names no methods ([study] methods = [...] or --methods)")
+            out[key] = {k: (list(methods) if v == METHODS_TOKEN else v) for k, v in table.items()}
+    return out
+
+
+def instance_config(spec: "RunSpec", axes: dict[str, Any]) -> str | None:
+    """The config file of one instance: ``{axis}`` placeholders in the path are filled from its
+    axes (``configs/pretrain/{method.name}_cifar100.toml``: one recipe per method)."""
+    if spec.config is None or "{" not in spec.config:
+        return spec.config
+
+    def fill(m: re.Match) -> str:
+        if m.group(1) not in axes:
+            raise ReprlabError(f"run {spec.name!r}: config placeholder {{{m.group(1)}}} is not an axis of the run (axes: {', '.join(axes) or 'none'})")
+        return str(axes[m.group(1)])
+
+    return resolve_config_path(re.sub(r"\{([^{}]+)\}", fill, spec.config), f"run {spec.name!r}")
 
 
 def _tables(data: dict, key: str, path: Path) -> list[dict]:
@@ -455,7 +490,9 @@ def _parse_run(t: dict, index: int, path: Path) -> RunSpec:
     where = f"{path} [[run]] {t.get('name', f'#{index + 1}')!r}"
     name, command = check_node(t, RUN_KEYS, ("name", "command"), where)
     # no config: the command's defaults (a probe of a checkpoint needs little else)
-    config = resolve_config_path(expect(t["config"], str, where, "config", "a string"), where) if "config" in t else None
+    config = expect(t["config"], str, where, "config", "a string") if "config" in t else None
+    if config is not None and "{" not in config:  # a path with {axis} placeholders is checked per instance
+        config = resolve_config_path(config, where)
     seeds = t.get("seeds")
     if seeds is not None:
         expect(seeds, list, where, "seeds", "a list of integers")
@@ -510,6 +547,8 @@ def _parse_run(t: dict, index: int, path: Path) -> RunSpec:
 
 def abbreviate(key: str) -> str:
     """Short axis label for names: data.fraction -> f, optim.weight_decay -> wd, optim.lr -> lr."""
+    if key == "method.name":
+        return ""  # ssl-byol-f0.1-s0: the method's name is its own label
     last = key.split(".")[-1]
     if "_" in last:
         return "".join(p[0] for p in last.split("_") if p)
@@ -649,17 +688,6 @@ def _toposort(nodes: dict[str, Node], path: Path) -> dict[str, Node]:
 # ============================================================================================
 
 
-def checkpoint_step(path: Path) -> int:
-    """The step saved in a ``last.pt`` (memory-mapped: the weights are not read)."""
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes a message naming it
-        raise ReprlabError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run") from None
-    return int(ckpt["step"])
-
-
 def read_complete(run_dir: Path) -> dict | None:
     """result.json of a complete run, else None."""
     from reprlab.train.rundir import read_result
@@ -670,33 +698,95 @@ def read_complete(run_dir: Path) -> dict | None:
     return result if result.get("status") == "complete" else None
 
 
+def read_failure(run_dir: Path) -> str | None:
+    """The error line of a failed last attempt (result.json with ``status = "failed"``), else None."""
+    from reprlab.train.rundir import read_result
+
+    if not (run_dir / "result.json").is_file():
+        return None
+    try:
+        result = read_result(run_dir)
+    except ReprlabError:
+        return None
+    return str(result.get("error") or "no error recorded") if result.get("status") == "failed" else None
+
+
 @dataclass
 class NodeState:
-    status: str  # "complete" | "resume" | "new"
+    status: str  # "complete" | "stale" | "resume" | "new"
     detail: str = ""
+    holds: str = ""  # stale: what the directory holds ("a complete run", "a partial run (...)")
+
+
+@functools.cache
+def _cli() -> tuple[Any, dict]:
+    from reprlab.cli import build_parser
+
+    return build_parser()
+
+
+def node_config(study: Study, node: Node, best: dict[str, Any] | None = None):
+    """The resolved config a run's command line would record: the child's own resolution
+    (``run_config`` of its command module, as for ``--print-config``), run in this process."""
+    parser, mods = _cli()
+    argv = run_argv(study, node, None, best)[3:]  # without `python -m reprlab`
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        raise ReprlabError(f"run {node.name!r}: its command line does not parse: {display(argv)}") from None
+    return mods[args.command].run_config(args)[0]
+
+
+def _stale(study: Study, node: Node, holds: str) -> NodeState | None:
+    """NodeState("stale") when the run directory's config.toml differs from what the study would
+    run now; None when it agrees (or cannot be known yet: a best_of run before its sweep ends)."""
+    from reprlab.train.rundir import config_differences, describe_differences, read_config
+
+    recorded = read_config(study.run_dir(node))
+    if recorded is None:
+        return None
+    best = None
+    if node.spec.best_of is not None:
+        from reprlab.studies.sweep import sweep_progress
+
+        sweep = study.nodes[node.spec.best_of].spec
+        if not sweep_progress(sweep, study.out_dir, study.storage).done:
+            return None
+        best = best_params(study, node)
+    diff = config_differences(recorded, node_config(study, node, best))
+    return NodeState("stale", describe_differences(diff), holds) if diff else None
 
 
 def node_state(study: Study, node: Node) -> NodeState:
     if node.kind == "sweep":
         from reprlab.studies.sweep import sweep_progress
 
-        prog = sweep_progress(node.spec, study.out_dir)
+        prog = sweep_progress(node.spec, study.out_dir, study.storage)
         if prog.done:
             return NodeState("complete", prog.describe())
         return NodeState("resume" if prog.started else "new", prog.describe())
+    from reprlab.train.rundir import RunDir, checkpoint_step
+
     run_dir = study.run_dir(node)
+    holds = RunDir(run_dir).holds()
+    if holds:  # a complete or partial run: only if its config is the one the study runs now
+        stale = _stale(study, node, holds)
+        if stale is not None:
+            return stale
     result = read_complete(run_dir)
     if result is not None:
         return NodeState("complete", accuracy_text(result))
+    failed = read_failure(run_dir)
+    note = f"last attempt failed: {failed}" if failed else ""
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
         try:
-            return NodeState("resume", f"from step {checkpoint_step(last)}")
+            return NodeState("resume", f"from step {checkpoint_step(last)}" + (f"; {note}" if note else ""))
         except ReprlabError as e:
             return NodeState("resume", f"but {e}")
     if (run_dir / "features.pt").is_file():
-        return NodeState("resume", "from cached features")
-    return NodeState("new")
+        return NodeState("resume", "from cached features" + (f"; {note}" if note else ""))
+    return NodeState("new", note)
 
 
 def accuracy_text(result: dict) -> str:
@@ -705,6 +795,8 @@ def accuracy_text(result: dict) -> str:
         block = result.get(split) or {}
         if isinstance(block.get("acc1"), (int, float)):
             parts.append(f"{split} {block['acc1']:.2f}")
+        elif isinstance(block.get("knn_acc1"), (int, float)):  # self-supervised pretraining: kNN on val
+            parts.append(f"{split} kNN {block['knn_acc1']:.2f}")
     return "  ".join(parts) or "no accuracy in result.json"
 
 
@@ -748,9 +840,11 @@ def group_label(spec: RunSpec, node: Node) -> str:
 
 def run_argv(study: Study, node: Node, data_root: str | None, best: dict[str, Any] | None = None) -> list[str]:
     if node.kind == "sweep":
-        return [*reprlab_argv(data_root, "sweep"), str(study.path), "--name", node.name, "--out", str(study.out_dir)]
+        storage = ["--storage", study.storage] if study.storage else []
+        return [*reprlab_argv(data_root, "sweep"), str(study.path), "--name", node.name, "--out", str(study.out_dir), *storage]
     spec: RunSpec = node.spec
-    argv = [*reprlab_argv(data_root, spec.command), *(["--config", spec.config] if spec.config else []), *spec.args]
+    config = instance_config(spec, node.axes)
+    argv = [*reprlab_argv(data_root, spec.command), *(["--config", config] if config else []), *spec.args]
     if node.backbone is not None:
         argv += ["--backbone", node.backbone.replace("{out}", str(study.out_dir))]
     if spec.weights is not None:
@@ -800,39 +894,68 @@ def missing_deps(study: Study, chosen: list[str], states: dict[str, NodeState]) 
 # ============================================================================================
 
 
+def _reason(study: Study, node: Node, st: NodeState, states: dict[str, NodeState], blocked: dict[str, list[str]]) -> str:
+    """What would happen to ``node``, in words (the status column of --dry-run and status)."""
+    reason = {"complete": "complete: skip", "resume": f"resume {st.detail}", "new": "new", "stale": f"stale: {st.detail}"}[st.status]
+    if st.status == "complete" and st.detail:
+        reason += f" ({st.detail})"
+    if st.status == "new" and st.detail:
+        reason += f" ({st.detail})"
+    if st.status == "stale":
+        reason += f" (holds {st.holds} of another config; `study run --rerun` replaces it)"
+    if node.kind == "sweep" and st.status != "complete":
+        reason = f"{'resume' if st.status == 'resume' else 'new'} sweep: {st.detail}"
+    waits = [d for d in node.deps if states[d].status != "complete"]
+    if node.name in blocked:
+        reason += f"; BLOCKED: needs {', '.join(blocked[node.name])} (incomplete, not selected by --only)"
+    elif waits and st.status != "complete":
+        reason += f"; waits for {', '.join(waits)}"
+    return reason
+
+
+def _summary(chosen: list[str], states: dict[str, NodeState], total: int) -> str:
+    counts = {"complete": 0, "resume": 0, "new": 0, "stale": 0}
+    for n in chosen:
+        counts[states[n].status] += 1
+    return f"{len(chosen)} of {total} runs selected: {counts['complete']} complete, {counts['resume']} to resume, {counts['new']} new, {counts['stale']} stale"
+
+
 def dry_run(study: Study, only: list[str] | None = None, data_root: str | None = None, out: IO[str] = sys.stdout) -> int:
     """Print every expanded run in execution order, its command line and what would happen."""
     chosen = select(study, only)
     states = {name: node_state(study, node) for name, node in study.nodes.items()}
     blocked = missing_deps(study, chosen, states)
-    counts = {"complete": 0, "resume": 0, "new": 0}
-    for n in chosen:
-        counts[states[n].status] += 1
     est = f", est. {study.gpu_hours:g} GPU-hours in all" if study.gpu_hours is not None else ""
     print(f"study {study.name!r} ({study.path}) -> {study.out_dir}{est}", file=out)
-    print(f"{len(chosen)} of {len(study.nodes)} runs selected: {counts['complete']} complete, {counts['resume']} to resume, {counts['new']} new", file=out)
+    print(_summary(chosen, states, len(study.nodes)), file=out)
     width = max(len(n) for n in chosen) if chosen else 0
     for i, name in enumerate(chosen, 1):
         node, st = study.nodes[name], states[name]
-        reason = {"complete": "complete: skip", "resume": f"resume {st.detail}", "new": "new"}[st.status]
-        if st.status == "complete" and st.detail:
-            reason += f" ({st.detail})"
-        if node.kind == "sweep" and st.status != "complete":
-            reason = f"{'resume' if st.status == 'resume' else 'new'} sweep: {st.detail}"
-        waits = [d for d in node.deps if states[d].status != "complete"]
-        if name in blocked:
-            reason += f"; BLOCKED: needs {', '.join(blocked[name])} (incomplete, not selected by --only)"
-        elif waits and st.status != "complete":
-            reason += f"; waits for {', '.join(waits)}"
+        reason = _reason(study, node, st, states, blocked)
         best = None
         if node.kind == "run" and node.spec.best_of is not None and states[node.spec.best_of].status == "complete":
             best = best_params(study, node)
         argv = run_argv(study, node, data_root, best)
+        if st.status == "stale":
+            argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")  # what `study run --rerun` starts
         line = display(argv)
         if node.kind == "run" and node.spec.best_of is not None and best is None:
             line += f"  <+ best parameters of {node.spec.best_of}>"
         print(f"{i:3d}. {name:<{width}}  {reason}", file=out)
         print(f"       {line}", file=out)
+    return 0
+
+
+def status(study: Study, only: list[str] | None = None, out: IO[str] | None = None) -> int:
+    """One line per expanded run: complete (with its accuracy), stale, to resume, new; starts nothing."""
+    out = out or sys.stdout
+    chosen = select(study, only)
+    states = {name: node_state(study, node) for name, node in study.nodes.items()}
+    blocked = missing_deps(study, chosen, states)
+    print(f"study {study.name!r} -> {study.out_dir}: {_summary(chosen, states, len(study.nodes))}", file=out)
+    width = max(len(n) for n in chosen) if chosen else 0
+    for name in chosen:
+        print(f"{name:<{width}}  {_reason(study, study.nodes[name], states[name], states, blocked)}", file=out)
     return 0
 
 
@@ -885,17 +1008,29 @@ def run_study(
     data_root: str | None = None,
     out: IO[str] = sys.stdout,
     executor: Callable[[list[str], Path, dict[str, str]], Any] | None = None,
+    rerun: bool = False,
 ) -> int:
     """Run every selected run in dependency order; 0 when all are complete, 1 otherwise.
 
     A failed run does not stop the others: runs that do not depend on it go on; its dependents
     are reported as blocked, and the exit status lists both. ``executor(argv, log, env)``
     starts one run (default: :func:`spawn`; tests inject a fake).
+
+    A *stale* run (its directory holds results or a checkpoint of another config than the study
+    would run now) is never skipped as complete: without ``rerun`` the study refuses to start,
+    naming them; with ``rerun`` each stale run is started with ``--rerun``, which replaces it.
     """
     if workers < 1:
         raise ReprlabError(f"--workers must be >= 1, got {workers}")
     chosen = select(study, only)
     states = {name: node_state(study, study.nodes[name]) for name in study.nodes}
+    stale = [n for n in chosen if states[n].status == "stale"]
+    if stale and not rerun:
+        more = f", {', '.join(stale[1:4])}{', ...' if len(stale) > 4 else ''}" if len(stale) > 1 else ""
+        raise ReprlabError(
+            f"study {study.name!r}: {len(stale)} run(s) hold results of another config: {stale[0]} ({states[stale[0]].detail}){more}; "
+            "pass --rerun to replace them (or leave them out with --only); `reprlab study status` lists them"
+        )
     blocked_by_only = missing_deps(study, chosen, states)
     if blocked_by_only:
         first, deps = next(iter(blocked_by_only.items()))
@@ -903,9 +1038,9 @@ def run_study(
             f"--only: {first!r} needs {', '.join(repr(d) for d in deps)}, which is incomplete and not selected "
             f"({len(blocked_by_only)} run(s) affected); select it too or drop --only (see --dry-run)"
         )
-    study.out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(study.out_dir)
     with DirLock(study.out_dir / ".study.lock", f"study directory {study.out_dir}"):
-        from reprlab.train.rundir import atomic_write_text
+        from reprlab.io import atomic_write_text
 
         atomic_write_text(study.out_dir / "study.toml", study.path.read_text())  # what produced this folder
         return _schedule(study, chosen, workers, data_root, out, executor or spawn)
@@ -937,6 +1072,8 @@ def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | No
         slot = next(s for s in range(workers) if s not in running)
         replica = launched[node.name]
         argv = run_argv(study, node, data_root, best_params(study, node))
+        if st.status == "stale":  # run_study refused stale runs unless --rerun was given
+            argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")
         log = log_of(node, replica)
         running[slot] = _Job(node, executor(argv, log, envs[slot]), slot, time.monotonic(), replica)
         launched[node.name] += 1
@@ -944,7 +1081,7 @@ def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | No
         status[node.name] = "running"
         gpu = envs[slot].get("CUDA_VISIBLE_DEVICES") if workers > 1 else None
         where = f"worker {slot + 1}" + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
-        word = "resume" if st.status == "resume" else "start"
+        word = {"resume": "resume", "stale": "rerun"}.get(st.status, "start")
         detail = f"{st.detail}; " if st.detail else ""
         say(word, node.name + (f" (process {replica + 1}/{replicas[node.name]})" if replicas[node.name] > 1 else ""), f"{detail}{where}; log {log}")
 
@@ -973,7 +1110,7 @@ def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | No
                     if launched[name] < replicas[name] and len(running) < workers:
                         from reprlab.studies.sweep import sweep_progress
 
-                        prog = sweep_progress(node.spec, study.out_dir)
+                        prog = sweep_progress(node.spec, study.out_dir, study.storage)
                         if prog.finished + prog.running >= prog.target:
                             launched[name] = replicas[name]  # the processes running now cover what is left
                         elif prog.started:  # only once the first process has created the storage

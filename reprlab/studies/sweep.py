@@ -10,7 +10,8 @@ A sweep file (or a ``[[sweep]]`` table of a study)::
     sampler = "tpe"                        # tpe | grid | random
     trials = 40                            # default for --trials (grid: at most the grid size)
     metric = "val/acc1"                    # maximised: per-epoch lines of metrics.jsonl for pruning,
-                                           # result.json val.acc1 for the trial's value
+                                           # result.json val.acc1 for the trial's value (a pretraining
+                                           # sweep's "knn/acc1": result.json val.knn_acc1)
     pruner = "median"                      # median | none | { name = "median", startup_trials = 5, warmup_epochs = 0 }
     seed = 0
     [sweep.space]
@@ -31,8 +32,12 @@ Trials
     completes.
 
 Storage, resume and sharing
-    Default storage: ``sqlite:///<out_dir>/<sweep>/optuna.db``; ``--storage URL`` shares one search
-    between machines. ``--trials N`` is the total for the sweep, so re-running a finished sweep
+    One place decides the storage (:func:`storage_url`): ``--storage URL`` (of ``reprlab sweep``
+    or of ``reprlab study run``, which passes it to every sweep of the study), else the sweep's
+    own ``storage``, else the study's ``[study] storage``, else
+    ``sqlite:///<out_dir>/<sweep>/optuna.db`` -- the database ``study run`` uses by default, so
+    ``reprlab sweep STUDY_FILE --name S`` without ``--storage`` continues the study's search.
+    A shared URL (e.g. ``postgresql://host/db``) lets several machines work on one search. ``--trials N`` is the total for the sweep, so re-running a finished sweep
     starts nothing. A RUNNING trial whose process is gone is *interrupted*: it is marked FAIL and
     its parameters are enqueued again (the new trial carries ``retry_of``; interrupted trials do
     not count towards N), so the re-run resumes the same directory from its last checkpoint.
@@ -56,6 +61,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from reprlab.errors import ReprlabError
+from reprlab.io import make_dirs
 from reprlab.studies.study import (
     DirLock,
     check_keys,
@@ -160,7 +166,11 @@ class SweepSpec:
 
     @property
     def metric_key(self) -> str:
-        return self.metric.split("/", 1)[1]
+        """The key of result.json's ``val`` block holding the metric (``val/acc1`` -> ``acc1``,
+        ``knn/acc1`` -> ``knn_acc1``)."""
+        from reprlab.train.rundir import result_key
+
+        return result_key(self.metric)
 
     def validate(self, base_overrides: list[str], where: str) -> None:
         """Build one trial's config now, so a typo in a key fails before any trial starts."""
@@ -310,6 +320,8 @@ def load_sweep(path: str | Path, name: str | None = None) -> tuple[SweepSpec, Pa
 
 
 def storage_url(spec: SweepSpec, out_dir: Path, storage: str | None = None) -> str:
+    """The Optuna storage of a sweep: ``storage`` (--storage), else the sweep's (or its study's)
+    ``storage``, else ``sqlite:///<out_dir>/<sweep>/optuna.db``."""
     if storage or spec.storage:
         return storage or spec.storage  # type: ignore[return-value]
     return f"sqlite:///{(Path(out_dir) / spec.name / 'optuna.db').resolve()}"
@@ -404,8 +416,10 @@ def best_trial(out_dir: str | Path, sweep_name: str, metric: str = "val/acc1") -
     Read from the run directories, not from Optuna's storage, so it works with any storage and
     on a copied study folder. Ties go to the first directory name (deterministic).
     """
+    from reprlab.train.rundir import result_key
+
     sweep_dir = Path(out_dir) / sweep_name
-    key = metric.split("/", 1)[1]
+    key = result_key(metric)
     best: tuple[float, str, dict] | None = None
     for run_dir in sorted(sweep_dir.glob("trial-*")):
         result = read_complete(run_dir)
@@ -544,7 +558,7 @@ def _run_trial(study: Any, trial: Any, ctx: _Ctx) -> TrialOutcome:
             return False
 
         def pruned(note: str) -> TrialOutcome:
-            from reprlab.train.rundir import atomic_write_text
+            from reprlab.io import atomic_write_text
 
             epoch = max(reported) if reported else None
             marker = {"trial": trial.number, "epoch": epoch, "metric": spec.metric, "value": trial_value_at(epoch), "params": params}
@@ -636,7 +650,7 @@ def open_study(spec: SweepSpec, out_dir: Path, storage: str | None, base_overrid
     optuna = _optuna()
     url = storage_url(spec, out_dir, storage)
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(Path(url[len("sqlite:///"):]).parent)
     try:
         existing = optuna.load_study(study_name=spec.name, storage=url)
         n_existing = len(existing.get_trials(deepcopy=False))
@@ -682,7 +696,7 @@ def run_sweep(
         raise ReprlabError(f"--trials must be >= 1, got {trials}")
     out_dir = Path(out_dir)
     sweep_dir = out_dir / spec.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(sweep_dir)
     study = open_study(spec, out_dir, storage, list(base_overrides))
     ctx = _Ctx(spec, sweep_dir, list(base_overrides), data_root, executor or spawn, poll_s, out)
     target = spec.target(trials)

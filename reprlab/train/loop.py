@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -29,11 +28,11 @@ import torch
 from reprlab.config import Config, to_dict
 from reprlab.data.device import epoch_order
 from reprlab.errors import NonFiniteLossError, ReprlabError
-from reprlab.methods.base import Method
+from reprlab.methods.base import Method, StepContext
 from reprlab.runtime import get_rng_state, resolve_precision, set_rng_state
+from reprlab.schedules import all_values, lr_factor, value_at
 from reprlab.train.optim import build_optimizer, param_groups
-from reprlab.train.rundir import MetricsLogger, RunDir, atomic_torch_save
-from reprlab.train.schedule import lr_factor
+from reprlab.train.rundir import MetricsLogger, RunDir, atomic_copy, atomic_torch_save, checkpoint_step, load_checkpoint
 
 
 KILL_ENV = "REPRLAB_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after this step
@@ -47,9 +46,10 @@ class FitResult:
     final_val: dict = field(default_factory=dict)
     final_test: dict = field(default_factory=dict)
     best_test: dict = field(default_factory=dict)
-    throughput_img_s: float = 0.0
-    wall_time_s: float = 0.0
+    throughput_img_s: float = 0.0  # images per second of training (evaluation and checkpoints excluded), all segments
+    wall_time_s: float = 0.0  # wall time of the whole run, all segments (a resumed run adds its earlier ones)
     resumed_from: int | None = None
+    segments: list = field(default_factory=list)  # one {from_step, to_step, wall_s, train_s, images} per process that ran it
 
 
 def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitResult:
@@ -75,13 +75,15 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
     method.to(device)
     if cfg.model.channels_last:
         method.to(memory_format=torch.channels_last)
-    groups = param_groups(method.named_trainable(), cfg.optim.weight_decay, cfg.optim.no_decay_norm_bias)
+    wd = cfg.optim.weight_decay  # a number or a ScalarSchedule (DINO: 0.04 -> 0.4)
+    groups = param_groups(method.named_trainable(), all_values(wd)[0], cfg.optim.no_decay_norm_bias)
     optimizer = build_optimizer(groups, cfg.optim)
+    wd_scheduled = not isinstance(wd, (int, float))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 12345)
 
     step, best = 0, {"metric": method.selection_metric, "value": -math.inf, "step": None}
-    resumed_from = None
+    resumed_from, segments = None, []
     if run.last.is_file():
         ckpt = _load_checkpoint(run.last)
         method.load_state_dict(ckpt["method"])
@@ -90,6 +92,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
         aug_gen.set_state(ckpt["aug_generator"].to(aug_gen.get_state().device))
         set_rng_state(ckpt["rng"])
         step, best = ckpt["step"], ckpt["best"]
+        segments = ckpt.get("segments", [])
         resumed_from = step
         if best["step"] == step and checkpoint_step(run.best) != step:
             copy_atomic(run.last, run.best)  # killed between writing last.pt and best.pt
@@ -108,6 +111,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                 "rng": get_rng_state(),
                 "step": step,
                 "best": best,
+                "segments": segments + [segment()],
                 "config": to_dict(cfg),
                 **method_meta(method, cfg),
                 **extra,
@@ -115,12 +119,16 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
             path,
         )
 
+    def segment() -> dict:
+        """This process's share of the run so far (checkpoints carry every earlier one)."""
+        now = time.perf_counter()
+        return {"from_step": resumed_from or 0, "to_step": step, "wall_s": round(now - t_start, 3), "train_s": round(now - t_start - t_paused, 3), "images": t_imgs}
+
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     bar = _progress(tc.progress, total_steps, step, batch)
     losses: list[torch.Tensor] = []
-    correct = torch.zeros((), device=device)
-    seen = 0
+    extras: dict[str, list] = {}  # the method's extra scalars of the interval, by key
     t_start, t_imgs, t_paused = time.perf_counter(), 0, 0.0  # paused: evaluation and checkpoint time
     method.set_train_mode()
     order = None
@@ -130,47 +138,49 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
             if order is None or pos == 0:
                 order = epoch_order(n, tc.seed, epoch).to(device)
             idx = order[pos * batch : (pos + 1) * batch]
+            ctx = StepContext(step, total_steps, steps_per_epoch)
             factor = lr_factor(step, total_steps, steps_per_epoch, cfg.schedule)
+            wd_now = value_at(wd, step, total_steps, steps_per_epoch) if wd_scheduled else None
             for g in optimizer.param_groups:
                 g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
-            with autocast():
-                loss, n_correct = method.training_step(images[idx], labels[idx], aug_gen)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.optim.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+                if wd_now is not None and not g["lars_exclude"]:
+                    g["weight_decay"] = wd_now
+            loss, extra = train_step(method, optimizer, scaler, images[idx], labels[idx], aug_gen, ctx, cfg.optim.grad_clip, autocast)
             losses.append(loss.detach())
-            if n_correct is not None:
-                correct += n_correct
-            seen += len(idx)
+            for k, v in extra.items():
+                extras.setdefault(k, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
             step += 1
             t_imgs += len(idx)
             if bar is not None:
                 bar.update(1)
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
             if step % log_every == 0 or end_of_epoch:
-                # One host sync per logging interval: the losses of the interval are checked here,
-                # so a NaN is reported with its exact step and no checkpoint is written after it.
-                stacked = torch.stack(losses).float()
-                finite = torch.isfinite(stacked)
-                if not bool(finite.all()):
-                    bad = step - len(losses) + int((~finite).nonzero()[0]) + 1
+                # One host sync per logging interval: the losses of the interval (and the method's
+                # extra scalars) come to the host together, so a NaN is reported with its exact
+                # step and no checkpoint is written after it.
+                tensor_keys = [k for k, vs in extras.items() if isinstance(vs[0], torch.Tensor)]
+                host = torch.stack([torch.stack(losses).float()] + [torch.stack(extras[k]) for k in tensor_keys]).tolist()
+                interval = host[0]
+                bad = next((i for i, v in enumerate(interval) if not math.isfinite(v)), None)
+                if bad is not None:
+                    bad = step - len(losses) + bad + 1
                     raise NonFiniteLossError(
                         f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}); "
                         f"stopped; last good checkpoint kept at {run.last if run.last.is_file() else 'none (no checkpoint yet)'}"
                     )
-                row = {"train/loss": stacked.mean().item(), "lr": cfg.optim.lr * factor}
-                if n_correct is not None:
-                    row["train/acc1"] = 100.0 * correct.item() / seen
+                row = {"train/loss": sum(interval) / len(interval), "lr": cfg.optim.lr * factor}
+                for k, vs in zip(tensor_keys, host[1:]):
+                    row[f"train/{k}"] = sum(vs) / len(vs)
+                for k, vs in extras.items():
+                    if k not in tensor_keys:
+                        row[f"train/{k}"] = sum(vs) / len(vs)
+                if wd_scheduled:
+                    row["train/weight_decay"] = wd_now
                 elapsed = time.perf_counter() - t_start - t_paused
                 logger.log(step, step / steps_per_epoch, row, {"perf/img_per_s": t_imgs / max(elapsed, 1e-9)})
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
-                losses, seen = [], 0
-                correct.zero_()
+                losses, extras = [], {}
                 if end_of_epoch:
                     t_pause = time.perf_counter()
                     ep = math.ceil(step / steps_per_epoch)
@@ -199,10 +209,37 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
         if bar is not None:
             bar.close()
         logger.close()
-    wall = time.perf_counter() - t_start
-    train_time = max(wall - t_paused, 1e-9)
-    result = FitResult(step=step, epochs_done=math.ceil(step / steps_per_epoch), best=best, resumed_from=resumed_from, wall_time_s=wall, throughput_img_s=t_imgs / train_time)
-    return result
+    segments = segments + [segment()]
+    # A resumed run reports the whole run: the segments of processes that were killed count up
+    # to their last checkpoint (what they did after it was redone, and is counted again).
+    train_time = max(sum(s["train_s"] for s in segments), 1e-9)
+    return FitResult(
+        step=step,
+        epochs_done=math.ceil(step / steps_per_epoch),
+        best=best,
+        resumed_from=resumed_from,
+        wall_time_s=sum(s["wall_s"] for s in segments),
+        throughput_img_s=sum(s["images"] for s in segments) / train_time,
+        segments=segments,
+    )
+
+
+def train_step(method: Method, optimizer, scaler, images, labels, generator, ctx: StepContext, grad_clip: float = 0.0, autocast=contextlib.nullcontext):
+    """One update, with the method's hooks at their fixed points; returns (loss, extra scalars)."""
+    with autocast():
+        loss, extra = method.training_step(images, labels, generator, ctx)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # a no-op without fp16 loss scaling; hooks and clipping see true gradients
+    method.before_optimizer_step(ctx)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    scale = scaler.get_scale() if scaler.is_enabled() else None  # fp16 only (one host sync per step)
+    scaler.step(optimizer)
+    scaler.update()
+    if scale is None or scaler.get_scale() >= scale:  # fp16 loss scaling skips a step with inf gradients:
+        method.after_optimizer_step(ctx)  # then EMA targets and queues do not move either
+    return loss, extra
 
 
 def method_meta(method: Method, cfg: Config) -> dict:
@@ -216,7 +253,7 @@ def method_meta(method: Method, cfg: Config) -> dict:
         "method_name": method.name,
         "model_name": getattr(bb, "model_name", cfg.model.name),
         "model_kwargs": dict(getattr(bb, "model_kwargs", cfg.model.kwargs)),
-        "backbone_prefix": "backbone.",
+        "backbone_prefix": f"{getattr(method, 'probe_backbone', 'backbone')}.",  # DINO probes its teacher
         "num_features": getattr(bb, "num_features", None),
         "data_mean": method.mean.flatten().tolist(),
         "data_std": method.std.flatten().tolist(),
@@ -224,22 +261,11 @@ def method_meta(method: Method, cfg: Config) -> dict:
     }
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The step stored in a checkpoint file, or None if there is none."""
-    return _load_checkpoint(path)["step"] if path.is_file() else None
-
-
-def copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
-    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is a user-facing condition
-        raise ReprlabError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run") from None
+# The loop's checkpoint helpers are the run directory's (reprlab.train.rundir, on reprlab.io):
+# one atomic copy, one checkpoint reader and one step reader (``checkpoint_step``, imported
+# above) for the whole package.
+copy_atomic = atomic_copy  # best.pt as a copy of last.pt: written whole or not at all
+_load_checkpoint = load_checkpoint  # an unreadable checkpoint is a one-line error naming the file
 
 
 def _progress(enabled: bool, total: int, initial: int, batch: int):

@@ -37,10 +37,14 @@ class LARS(torch.optim.Optimizer):
     The update ``d = g + wd * w`` of each weight tensor is rescaled by ``eta * ||w|| / ||d||``; as in
     SimCLR (Chen et al. 2020) biases and norm parameters (``lars_exclude``) skip both the
     adaptation and the decay.
+
+    ``clip_lr`` is the variant of solo-learn's CIFAR recipes (after apex's LARC): the local rate
+    ``eta * ||w|| / (||g|| + wd * ||w||)`` (the LARS paper's) caps the step instead of scaling it,
+    so each tensor moves by ``min(local, lr) * d``.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001, clip_lr: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, clip_lr=clip_lr, lars_exclude=False))
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102
@@ -50,9 +54,17 @@ class LARS(torch.optim.Optimizer):
                     continue
                 d = p.grad
                 if not group["lars_exclude"]:
-                    d = d.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
+                    wd = group["weight_decay"]
+                    w_norm = torch.linalg.vector_norm(p)
+                    if group["clip_lr"]:
+                        g_norm = torch.linalg.vector_norm(d)
+                        local = group["eta"] * w_norm / (g_norm + wd * w_norm)
+                        trust = torch.where((w_norm > 0) & (g_norm > 0), torch.clamp(local / group["lr"], max=1.0), torch.ones_like(w_norm)) if group["lr"] > 0 else torch.ones_like(w_norm)
+                        d = d.add(p, alpha=wd)
+                    else:
+                        d = d.add(p, alpha=wd)
+                        g_norm = torch.linalg.vector_norm(d)
+                        trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
                     d = d.mul(trust)
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
@@ -74,5 +86,5 @@ def build_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     if cfg.name == "lars":
-        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr)
     raise ReprlabError(f"unknown optimiser {cfg.name!r}; expected sgd, adamw or lars")

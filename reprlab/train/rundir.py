@@ -4,42 +4,135 @@
 device), ``metrics.jsonl`` (one JSON object per logged step), TensorBoard events,
 ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (written atomically), and ``result.json``
 (written last: its presence with ``status == "complete"`` marks a finished run).
+
+A failed attempt writes ``result.json`` with ``status == "failed"`` and ``error`` (the one-line
+message the CLI printed), ``error_type``, ``failed_at`` and ``last_checkpoint_step``, so that
+studies and reports can show it; the next attempt removes it when it starts, a successful one
+writes the complete result in its place.
+
+The recorded ``config.toml`` is the run's identity: a command whose resolved config differs
+from it (:func:`config_differences`; :data:`VOLATILE_KEYS` aside) is refused while the
+directory holds results or a checkpoint, unless ``--rerun`` clears the directory first.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import platform
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reprlab.config import Config, dumps_toml, to_dict
+from reprlab.config import Config, dumps_toml, flatten, to_dict
 from reprlab.errors import ReprlabError
+# the one set of atomic writers; re-exported here for the code that imported them from this module
+from reprlab.io import FileLock, atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text, load_torch, make_dirs, os_error  # noqa: F401
+
+#: config keys that change neither what a run computes nor where it lives: they may differ
+#: between the config recorded in a run directory and the config of a command resuming it
+VOLATILE_KEYS = ("run.name", "run.out_dir", "run.group", "train.progress", "train.num_threads", "train.device")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+# ============================================================================================
+# The recorded config against the config of a command: one comparison for resume, skip and studies
+# ============================================================================================
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def _field_default(cfg: Any, dotted: str) -> tuple[bool, Any]:
+    """(True, default) of the config field ``dotted`` in the dataclass that holds it in ``cfg``."""
+    import dataclasses
+
+    *parents, last = dotted.split(".")
+    obj = cfg
+    try:
+        for part in parents:
+            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    except (AttributeError, KeyError, TypeError):
+        return False, None
+    if not dataclasses.is_dataclass(obj):
+        return False, None
+    for f in dataclasses.fields(obj):
+        if f.name == last:
+            if f.default is not dataclasses.MISSING:
+                return True, to_dict(f.default) if dataclasses.is_dataclass(f.default) else f.default
+            if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                return True, to_dict(f.default_factory())  # type: ignore[misc]
+    return False, None
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def config_differences(recorded: dict, cfg: Config) -> list[tuple[str, Any, Any]]:
+    """(key, recorded value, value now) for every config key on which ``recorded`` (a parsed
+    config.toml) and ``cfg`` disagree, in key order.
+
+    Ignored: :data:`VOLATILE_KEYS`, and keys the recorded config lacks whose value now is the
+    field's default (keys added to reprlab after the run was recorded, at the value that
+    reproduces what the run did). A key the recorded config has and ``cfg`` lacks differs.
+    """
+    old, new = flatten(recorded), flatten(to_dict(cfg))
+    out = []
+    for k in sorted(old.keys() | new.keys()):
+        if k in VOLATILE_KEYS or old.get(k) == new.get(k):
+            continue
+        if k not in old:
+            known, default = _field_default(cfg, k)
+            if known and new[k] == default:
+                continue
+        out.append((k, old.get(k, "<absent>"), new.get(k, "<absent>")))
+    return out
+
+
+def _show(v: Any) -> str:
+    return v if v == "<absent>" else json.dumps(v)  # as TOML writes it: 0.1, 10, "cosine", [60, 120]
+
+
+def describe_differences(diff: list[tuple[str, Any, Any]], limit: int = 4) -> str:
+    """``optim.lr: recorded 0.1, now 0.5; train.max_steps: recorded 10, now 12`` (and N more)."""
+    parts = [f"{k}: recorded {_show(a)}, now {_show(b)}" for k, a, b in diff[:limit]]
+    if len(diff) > limit:
+        parts.append(f"and {len(diff) - limit} more")
+    return "; ".join(parts)
+
+
+def read_config(path: Path) -> dict | None:
+    """A run directory's config.toml, parsed; None when there is none."""
+    f = Path(path) / "config.toml"
+    if not f.is_file():
+        return None
+    try:
+        return tomllib.loads(f.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ReprlabError(f"{f}: invalid TOML ({e}); the run directory is damaged: choose another run.name or --rerun") from None
+    except OSError as e:
+        raise os_error(e, f, "read") from None
+
+
+def result_key(metric: str) -> str:
+    """The key of result.json's ``val`` block that holds ``metric``: ``val/acc1`` -> ``acc1``,
+    ``knn/acc1`` (a self-supervised run's kNN monitor on the validation split) -> ``knn_acc1``."""
+    prefix, _, name = metric.partition("/")
+    return name if prefix == "val" else f"{prefix}_{name}"
+
+
+def load_checkpoint(path: Path, **kwargs: Any) -> dict:
+    """A checkpoint of the loop (on the CPU: RNG states must stay there)."""
+    return load_torch(path, "checkpoint", "; delete it to restart the run", map_location="cpu", weights_only=False, **kwargs)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step stored in a checkpoint (memory-mapped: the weights are not read); None if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    ckpt = load_checkpoint(path, mmap=True)
+    try:
+        return int(ckpt["step"])
+    except (KeyError, TypeError, ValueError):
+        raise ReprlabError(f"checkpoint {path} holds no step; not a reprlab checkpoint (delete it to restart the run)") from None
 
 
 def env_info(device: torch.device) -> dict:
@@ -83,7 +176,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.ckpt_dir = self.path / "checkpoints"
-        self._lock_fd: int | None = None
+        self._lock: FileLock | None = None
 
     # ---- paths
     @property
@@ -102,53 +195,120 @@ class RunDir:
     def result_file(self) -> Path:
         return self.path / "result.json"
 
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.toml"
+
     def is_complete(self) -> bool:
         return read_result(self.path).get("status") == "complete" if self.result_file.is_file() else False
 
+    def holds(self) -> str | None:
+        """What the directory holds that its config.toml governs ("a complete run", "a partial
+        run (checkpoint at step 40)"), or None: a directory without results or checkpoints (a
+        run that failed before its first checkpoint) may take any config."""
+        if self.is_complete():
+            return "a complete run"
+        if self.last.is_file():
+            try:
+                return f"a partial run (checkpoint at step {checkpoint_step(self.last)})"
+            except ReprlabError:
+                return "a partial run (unreadable checkpoint)"
+        if (self.path / "features.pt").is_file():
+            return "a partial run (cached features)"
+        return None
+
+    def differences(self, cfg: Config) -> tuple[str | None, list[tuple[str, Any, Any]]]:
+        """(what the directory holds, how its recorded config differs from ``cfg``)."""
+        holds = self.holds()
+        recorded = read_config(self.path) if holds else None
+        return holds, (config_differences(recorded, cfg) if recorded is not None else [])
+
+    def check_config(self, cfg: Config) -> None:
+        """Refuse ``cfg`` when the directory holds results or checkpoints of another config."""
+        holds, diff = self.differences(cfg)
+        if diff:
+            raise ReprlabError(
+                f"run directory {self.path} holds {holds} with another config ({describe_differences(diff)}); "
+                "choose another run.name for the new config, or pass --rerun to replace the old run"
+            )
+
     # ---- lifecycle
-    def open(self, cfg: Config, device: torch.device) -> None:
-        """Create the directory, take the lock, and write (or check) the resolved config."""
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    def open(self, cfg: Config, device: torch.device, rerun: bool = False) -> None:
+        """Create the directory, take the lock, check (or, ``rerun``, clear) what it holds, and
+        write the resolved config."""
+        make_dirs(self.path)
         self.lock()
         try:
+            if rerun:
+                removed = self.clear()
+                if removed:
+                    print(f"reprlab: {self.path}: --rerun: removed the previous run ({', '.join(removed)})", file=sys.stderr)
+            else:
+                self.check_config(cfg)  # again under the lock: another process may have written it meanwhile
+            make_dirs(self.ckpt_dir)
+            self.drop_failure()  # a new attempt; it records its own failure, if any
             cfg_text = dumps_toml(to_dict(cfg))
-            existing = self.path / "config.toml"
-            if existing.is_file() and self.last.is_file() and existing.read_text() != cfg_text:
-                from reprlab.config import flatten
-                import tomllib
-
-                old, new = flatten(tomllib.loads(existing.read_text())), flatten(to_dict(cfg))
-                from reprlab.train.task import VOLATILE_KEYS
-
-                diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in VOLATILE_KEYS)
-                if diff:
-                    raise ReprlabError(
-                        f"run directory {self.path} holds a run with a different config ({', '.join(diff[:4])} differ); "
-                        "choose another run.name or delete the directory"
-                    )
+            existing = self.config_file
             atomic_write_text(existing, cfg_text)
-            atomic_write_text(self.path / "env.json", json.dumps(env_info(device), indent=2))
+            from reprlab.runtime import precision_record
+
+            precision = precision_record(cfg.train.precision, device)  # what auto chose here, and why
+            atomic_write_text(self.path / "env.json", json.dumps({**env_info(device), "precision": precision}, indent=2))
         except BaseException:
             self.unlock()  # a refused open leaves the directory free for the next attempt
             raise
 
+    @staticmethod
+    def _kept(p: Path) -> bool:
+        """What ``--rerun`` keeps: locks (ours, a sweep's) and the study runner's logs, which a
+        running child writes to through a descriptor the runner opened."""
+        return p.name.endswith(".lock") or (p.name.startswith("log") and p.suffix == ".txt")
+
+    def clear(self) -> list[str]:
+        """Remove what the directory holds (``--rerun``; call with the lock held); returns the names."""
+        removed = []
+        for p in sorted(self.path.iterdir()):
+            if self._kept(p):
+                continue
+            folder = p.is_dir() and not p.is_symlink()
+            try:
+                shutil.rmtree(p) if folder else p.unlink()
+            except OSError as e:
+                raise os_error(e, e.filename or p, "remove") from None
+            removed.append(p.name + ("/" if folder else ""))
+        return removed
+
     def lock(self) -> None:
-        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ReprlabError(f"run directory {self.path} is in use by another process (lock {self.path / '.lock'})") from None
-        self._lock_fd = fd
+        self._lock = FileLock(self.path / ".lock", f"run directory {self.path}").acquire()
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
 
     def write_result(self, result: dict) -> None:
         atomic_write_text(self.result_file, json.dumps(result, indent=2, sort_keys=False) + "\n")
+
+    # ---- failures
+    def write_failure(self, record: dict) -> None:
+        """Record a failed attempt as result.json with ``status = "failed"`` (best effort: on a
+        full disk the record itself may not fit, and must not hide the error it records)."""
+        try:
+            if not self.is_complete():
+                self.write_result(record)
+        except (ReprlabError, OSError):
+            pass
+
+    def drop_failure(self) -> None:
+        """Remove the failure record of an earlier attempt."""
+        try:
+            if self.result_file.is_file() and read_result(self.path).get("status") == "failed":
+                self.result_file.unlink()
+        except ReprlabError:  # unreadable result.json: the new attempt overwrites it
+            pass
+        except OSError as e:
+            raise os_error(e, self.result_file, "remove") from None
 
 
 def read_result(path: Path) -> dict:
@@ -177,29 +337,41 @@ class MetricsLogger:
 
     def __init__(self, run: RunDir, resume_step: int | None, tensorboard: bool = True) -> None:
         self.file = run.metrics_file
-        if resume_step is None:
-            self.file.write_text("")
-        elif self.file.is_file():
-            kept = [ln for ln in self.file.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= resume_step]
-            atomic_write_text(self.file, "".join(ln + "\n" for ln in kept))
-        self._fh = open(self.file, "a")
+        try:
+            if resume_step is None:
+                self.file.write_text("")
+            elif self.file.is_file():
+                kept = [ln for ln in self.file.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= resume_step]
+                atomic_write_text(self.file, "".join(ln + "\n" for ln in kept))
+            self._fh = open(self.file, "a")
+        except OSError as e:
+            raise os_error(e, self.file) from None
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = None if resume_step is None else resume_step + 1
-            self.tb = SummaryWriter(str(run.path / "tb"), purge_step=purge)
+            try:
+                self.tb = SummaryWriter(str(run.path / "tb"), purge_step=purge)
+            except OSError as e:
+                raise os_error(e, e.filename or run.path / "tb") from None
 
     def log(self, step: int, epoch: float, metrics: dict[str, float], extra_tb: dict[str, float] | None = None) -> None:
         row = {"step": step, "epoch": round(epoch, 6), **{k: float(v) for k, v in metrics.items()}}
-        self._fh.write(json.dumps(row) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(row) + "\n")
+            self._fh.flush()
+        except OSError as e:
+            raise os_error(e, self.file) from None
         if self.tb is not None:
             for k, v in {**metrics, **(extra_tb or {})}.items():
                 self.tb.add_scalar(k, float(v), step)
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError:  # a full disk: the error that stopped the run is already on its way up
+            pass
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()

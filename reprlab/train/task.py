@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,14 +23,15 @@ from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
 from reprlab.runtime import resolve_device, seed_everything
 from reprlab.train.loop import _load_checkpoint, fit
-from reprlab.train.rundir import RunDir, read_result
+from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step, read_result, result_key
 
 #: result.json fields per task kind
-PROTOCOLS = {"train": "scratch", "pretrain": "pretrain", "finetune-full": "finetune-full", "finetune-head": "finetune-head", "probe-augment": "linear-augment"}
+PROTOCOLS = {"train": "scratch", "pretrain": "pretrain", "finetune-full": "finetune-full", "finetune-head": "finetune-head", "probe-augment": "linear-augment", "probe": "linear-cached"}
 
 
-#: config keys that change neither what a run computes nor where it lives
-VOLATILE_KEYS = ("run.name", "run.out_dir", "run.group", "train.progress", "train.num_threads", "train.device")
+def task_name(kind: str) -> str:
+    """result.json's ``task``: train | pretrain | finetune | probe."""
+    return "finetune" if kind.startswith("finetune") else ("probe" if kind.startswith("probe") else kind)
 
 
 def config_hash(cfg: Config) -> str:
@@ -58,26 +60,82 @@ def setup(cfg: Config) -> torch.device:
     return resolve_device(cfg.train.device)
 
 
-def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[RunDir, torch.device, str], dict]) -> dict:
-    """Name the run, skip it if complete, else lock its directory, run ``body`` and write the
-    result it returns as ``result.json`` (last, atomically: its presence marks completion)."""
+def run_path(cfg: Config, kind: str, config_path: str | None) -> Path:
+    """The run directory of ``cfg``: ``<run.out_dir>/<run name>``."""
+    return Path(cfg.run.out_dir) / run_name(cfg, kind, config_path)
+
+
+def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[RunDir, torch.device, str], dict], rerun: bool = False) -> dict:
+    """Name the run and decide what to do with its directory, then run ``body`` under its lock
+    and write the result it returns as ``result.json`` (last, atomically: its presence with
+    ``status = "complete"`` marks completion).
+
+    * The directory holds results or a checkpoint of another config (ignoring
+      :data:`~reprlab.train.rundir.VOLATILE_KEYS`): refused with a one-line error naming the
+      differing keys and both values -- unless ``rerun``.
+    * ``rerun`` (``--rerun``): whatever the directory holds is removed (locks and the study
+      runner's ``log*.txt`` stay) and the run starts from scratch.
+    * Complete with the same config: skipped, its result.json returned.
+    * A failure of ``body`` (anything but Ctrl-C) is recorded as result.json with
+      ``status = "failed"`` and ``error`` = the one-line message (see :func:`failure_record`);
+      the next attempt removes the record when it starts and a successful one replaces it.
+    """
     device = setup(cfg)
     name = run_name(cfg, kind, config_path)
     run = RunDir(Path(cfg.run.out_dir) / name)
-    if run.is_complete():
-        print(f"{run.path}: already complete (delete result.json to rerun)", file=sys.stderr)
-        return read_result(run.path)
-    run.open(cfg, device)
+    if not rerun:
+        run.check_config(cfg)
+        if run.is_complete():
+            print(f"reprlab: run directory {run.path}: already complete (--rerun runs it again)", file=sys.stderr)
+            return read_result(run.path)
+    state = "replacing the previous run" if rerun and run.path.is_dir() else ("resuming" if run.last.is_file() else "new run")
+    print(f"reprlab: run directory {run.path} ({state})", file=sys.stderr, flush=True)
+    run.open(cfg, device, rerun=rerun)
     try:
         result = body(run, device, name)
         run.write_result(result)
+    except BaseException as e:
+        if not isinstance(e, (KeyboardInterrupt, SystemExit)):  # an interrupted run resumes; it did not fail
+            run.write_failure(failure_record(cfg, kind, name, run, e))
+        raise
     finally:
         run.unlock()
     return result
 
 
-def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
-    """Run (or resume, or skip if complete) one training run; returns its result.json."""
+def failure_record(cfg: Config, kind: str, name: str, run: RunDir, error: BaseException) -> dict:
+    """result.json of a failed attempt, for studies and reports to show.
+
+    ``status`` is ``"failed"``; ``error`` is the line the CLI printed (for a bug: its type and
+    the first line of its message); ``last_checkpoint_step`` says where a re-run resumes (None:
+    from the start). ``run``, ``task``, ``group`` and ``seed`` are those of a complete result.
+    """
+    if isinstance(error, ReprlabError):
+        text = str(error)
+    else:
+        lines = str(error).strip().splitlines()
+        text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    try:
+        step = checkpoint_step(run.last)
+    except ReprlabError:
+        step = None
+    return {
+        "run": name,
+        "status": "failed",
+        "task": task_name(kind),
+        "protocol": PROTOCOLS.get(kind),
+        "group": cfg.run.group or default_group(name),
+        "seed": cfg.train.seed,
+        "error": text,
+        "error_type": type(error).__name__,
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "last_checkpoint_step": step,
+        "config": "config.toml",
+    }
+
+
+def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool = False) -> dict:
+    """Run (or resume, or skip if complete; ``rerun``: replace) one training run; returns its result.json."""
 
     def body(run: RunDir, device: torch.device, name: str) -> dict:
         splits = load_splits(cfg.data)
@@ -98,7 +156,7 @@ def execute(cfg: Config, kind: str, config_path: str | None = None) -> dict:
             method.verify_frozen()
         return assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test)
 
-    return run_once(cfg, kind, config_path, body)
+    return run_once(cfg, kind, config_path, body, rerun=rerun)
 
 
 def _has_labels(method) -> bool:
@@ -142,16 +200,23 @@ def _split(metrics: dict, prefix: str) -> dict:
     return {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith(prefix + "/")}
 
 
+def _selection_block(metrics: dict, selection_metric: str) -> dict:
+    """The metrics of the selection metric's namespace under their result.json names: ``val/acc1``
+    -> ``acc1``; a self-supervised run's ``knn/acc1`` -> ``knn_acc1`` (a kNN accuracy on the
+    validation split is not a classifier's ``acc1``)."""
+    prefix = selection_metric.split("/")[0]
+    return {result_key(f"{prefix}/{k}"): v for k, v in _split(metrics, prefix).items()}
+
+
 def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test) -> dict:
     from reprlab.models.flops import count_params
 
     bb = getattr(method, "backbone_info", None)
-    val_key = method.selection_metric.split("/")[0]
-    best_val_d = _split(best_val, val_key)
+    best_val_d = _selection_block(best_val, method.selection_metric)
     result = {
         "run": name,
         "status": "complete",
-        "task": "finetune" if kind.startswith("finetune") else ("probe" if kind.startswith("probe") else kind),
+        "task": task_name(kind),
         "group": cfg.run.group or default_group(name),
         "seed": cfg.train.seed,
         "model": getattr(method.backbone, "model_name", cfg.model.name),
@@ -178,6 +243,7 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
         "final_checkpoint": {"step": fitres.step, "val": _split(final_val, "val"), "test": _split(final_test, "test")},
         "best_checkpoint": {"step": fitres.best.get("step"), "metric": fitres.best.get("metric"), "val": best_val_d, "test": _split(best_test, "test")},
         "wall_time_s": round(fitres.wall_time_s, 1),
+        "segments": fitres.segments,  # one per process that ran it (a resumed run has several)
         "train_dataset": cfg.data.dataset,
         "backbone": bb,
         "config": "config.toml",

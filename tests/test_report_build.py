@@ -1,14 +1,14 @@
-"""Tests for ``reprlab report``: numbers, curves, gains, errors and the HTML in a real browser.
+"""Tests for ``reprlab.report.build`` and ``reprlab report``: the written report.md / report.html,
+its numbers, figures, left-out runs, the CLI plug-in and the HTML in a real browser.
 
 Expected values are computed here from the hand-made run directories (``json`` + ``statistics``),
-never through the report module, so an aggregation or formatting slip shows up as a mismatch.
+never through the report package, so an aggregation or formatting slip shows up as a mismatch.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import html
 import importlib.util
 import json
 import os
@@ -20,9 +20,16 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from helpers_rundirs import TRAIN_LOGS_PER_EPOCH, make_run, make_study, write_result
+from helpers_rundirs import expected_stat as _expected
+from helpers_rundirs import html_row as _html_row
+from helpers_rundirs import make_run, make_ssl_runs, make_study, md_section, write_result
+from helpers_rundirs import md_row as _md_row
+from helpers_rundirs import read_results as _results
 from reprlab.errors import ReprlabError
-from reprlab.studies import report as R
+from reprlab.report.build import build_report
+from reprlab.report.load import load_study
+from reprlab.report.plots import plot_sweep
+from reprlab.report.tables import gains_over_scratch, group_runs, sweep_trials
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +60,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One full study, report written into the study root (the default out_dir)."""
     root = tmp_path_factory.mktemp("study")
     runs = make_study(root)
-    html_path = R.build_report(root)
+    html_path = build_report(root)
     return {
         "root": root,
         "runs": runs,
@@ -61,31 +68,6 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "md": (root / "report.md").read_text(encoding="utf-8"),
         "html": html_path.read_text(encoding="utf-8"),
     }
-
-
-def _results(run_dirs: list[Path]) -> list[dict]:
-    return [json.loads((d / "result.json").read_text()) for d in run_dirs]
-
-
-def _expected(values: list[float]) -> str:
-    """The mean ± std string computed independently (ddof=1; "—" for a single value)."""
-    std = f"{statistics.stdev(values):.2f}" if len(values) >= 2 else "—"
-    return f"{statistics.mean(values):.2f} ± {std}"
-
-
-def _md_row(md: str, section: str, first_cell: str) -> str:
-    """The Markdown table line of ``section`` whose first cell is ``first_cell``."""
-    body = md.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [l for l in body.splitlines() if l.startswith(f"| {first_cell} |")]
-    assert len(rows) == 1, f"expected one row for {first_cell!r} in {section!r}, got {rows}"
-    return rows[0]
-
-
-def _html_row(page: str, section_anchor: str, first_cell: str) -> str:
-    body = page.split(f'id="{section_anchor}"', 1)[1].split("<h2", 1)[0]
-    rows = [r for r in re.findall(r"<tr>.*?</tr>", body) if r.startswith(f"<tr><td>{html.escape(first_cell)}</td>")]
-    assert len(rows) == 1, f"expected one row for {first_cell!r}, got {len(rows)}"
-    return rows[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -129,8 +111,8 @@ def test_gains_over_scratch_table(study: dict) -> None:
     html_row = _html_row(study["html"], "gains-over-scratch", "SimCLR (TIN 100%) / linear")
     assert '<td class="num">+5.0</td>' in html_row and '<td class="num">+16.7 %</td>' in html_row
 
-    groups = R.group_runs(R.load_study(study["root"]).main_runs)
-    baseline, gains, _ = R.gains_over_scratch(groups)
+    groups = group_runs(load_study(study["root"]).main_runs)
+    baseline, gains, _ = gains_over_scratch(groups)
     # The pretraining group also has backbone_source "scratch" but is not an evaluation.
     assert baseline is not None and baseline.name == "Scratch / resnet18"
     simclr = next(g for g in gains if g.group.name == "SimCLR (TIN 100%) / linear")
@@ -139,120 +121,20 @@ def test_gains_over_scratch_table(study: dict) -> None:
     assert "Scratch / resnet18" not in [g.group.name for g in gains]
 
 
-def test_baseline_prefers_scratch_protocol(tmp_path: Path) -> None:
-    make_run(tmp_path, "a", "A scratch probe", test_acc1=10.0, curves=False, backbone_source="scratch", protocol="linear-cached")
-    make_run(tmp_path, "b", "B scratch", test_acc1=20.0, curves=False, backbone_source="scratch", protocol="scratch", task="train")
-    baseline, gains, _ = R.gains_over_scratch(R.group_runs(R.load_study(tmp_path).main_runs))
-    assert baseline is not None and baseline.name == "B scratch"
-    assert [g.points for g in gains] == [pytest.approx(-10.0)]
-
-
-# ------------------------------------------------------------------------------------------
-# Curves
-# ------------------------------------------------------------------------------------------
-
-
-def _count_lines_with(path: Path, key: str) -> int:
-    lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    return sum(1 for l in lines if l.get(key) is not None and l.get("epoch") is not None)
-
-
-def test_curve_series_has_every_logged_point(study: dict) -> None:
-    run = study["runs"]["Scratch / resnet18"][0]
-    epochs = 5
-    assert R.curve_series(run, "val/acc1")[0] == [1.0, 2.0, 3.0, 4.0, 5.0]
-    for key, n in (("train/acc1", epochs * TRAIN_LOGS_PER_EPOCH), ("lr", epochs * TRAIN_LOGS_PER_EPOCH), ("val/loss", epochs), ("test/acc1", 1)):
-        xs, ys = R.curve_series(run, key)
-        assert len(xs) == len(ys) == n == _count_lines_with(run / "metrics.jsonl", key), key
-    pretrain = study["runs"]["SimCLR pretrain (TIN 100%)"][0]
-    assert len(R.curve_series(pretrain, "knn/acc1")[0]) == 4  # epochs=4 for the pretraining run
-    assert R.curve_series(pretrain, "val/acc1") == ([], [])
-
-
-def test_plotted_lines_are_the_logged_series(study: dict) -> None:
-    groups = {g.name: g for g in R.group_runs(R.load_study(study["root"]).main_runs)}
-    for name, keys in (
-        ("Scratch / resnet18", ("lr", "train/acc1", "val/acc1", "test/acc1", "train/loss", "val/loss")),
-        ("SimCLR pretrain (TIN 100%)", ("lr", "train/loss", "knn/acc1")),
-    ):
-        group = groups[name]
-        fig = R.plot_group_curves(group)
-        assert fig is not None
-        lines = {l.get_gid(): l for ax in fig.axes for l in ax.get_lines()}
-        assert len(lines) == len(keys) * len(group.runs)  # nothing extra, nothing missing
-        for run in group.runs:
-            for key in keys:
-                xs, ys = R.curve_series(run.dir, key)
-                line = lines[f"{run.name}::{key}"]
-                assert len(line.get_xdata()) == _count_lines_with(run.metrics_path, key)
-                np.testing.assert_array_equal(line.get_xdata(), xs)
-                np.testing.assert_array_equal(line.get_ydata(), ys)
-        titles = {ax.get_title() for ax in fig.axes}
-        assert ("kNN top-1 accuracy" in titles) == (name.startswith("SimCLR pretrain"))
-        assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
-
-
-def test_curve_series_absent_null_and_epochless_points(tmp_path: Path) -> None:
-    lines = [
-        {"step": 1, "epoch": 0.5, "train/loss": 2.0},
-        {"step": 2, "epoch": 1.0, "val/acc1": 3.0},
-        {"step": 3, "epoch": 1.5, "train/loss": None},  # null = not measured
-        {"step": 4, "train/loss": 1.0},  # no epoch: cannot be placed on the epoch axis
-        {"step": 5, "epoch": 2.0, "train/loss": 0.5},
-    ]
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(l) for l in lines) + "\n")
-    assert R.curve_series(tmp_path, "train/loss") == ([0.5, 2.0], [2.0, 0.5])
-    assert R.curve_series(tmp_path, "train/loss", x="step") == ([1.0, 4.0, 5.0], [2.0, 1.0, 0.5])
-
-
-def test_bar_chart_and_fraction_data(study: dict) -> None:
-    groups = R.group_runs(R.load_study(study["root"]).main_runs)
-    fig = R.plot_test_acc1_bars(groups)
-    ax = fig.axes[0]
-    with_test = [g for g in groups if g.stat("test").n]
-    heights = [p.get_width() for p in ax.patches if p.get_width() > 0]
-    expected = [statistics.mean(r["test"]["acc1"] for r in _results(study["runs"][g.name]) if "test" in r) for g in with_test]
-    assert heights == pytest.approx(expected)
-    assert ax.get_xlabel().startswith("test acc1")
-
-    fig = R.plot_fraction_curve(groups)
-    (line,) = [l for l in fig.axes[0].get_lines() if l.get_gid() == "fraction::simclr / linear-cached"]
-    assert list(line.get_xdata()) == [0.25, 0.5, 1.0]
-    assert list(line.get_ydata()) == pytest.approx([28.0, 31.5, 35.0])
-    refs = {t.get_text().split(":")[0] for t in fig.axes[0].get_legend().get_texts()}
-    assert {"Scratch / resnet18", "ImageNet-supervised / linear"} <= refs
-
-
 # ------------------------------------------------------------------------------------------
 # Sweeps, files, incomplete runs
 # ------------------------------------------------------------------------------------------
 
 
 def test_sweep_heatmap_values(study: dict) -> None:
-    trials = R.sweep_trials(R.load_study(study["root"]).sweep_runs)["vit-search"]
-    fig = R.plot_sweep("vit-search", trials)
+    trials = sweep_trials(load_study(study["root"]).sweep_runs)["vit-search"]
+    fig = plot_sweep("vit-search", trials)
     (im,) = fig.axes[0].get_images()
     # rows: optim.lr (1e-3, 3e-3), cols: optim.weight_decay (0.05, 0.1); mean over seeds 0/1.
     expected = [[statistics.mean(round(30 + 1000 * lr + 10 * wd + s * 0.5, 3) for s in (0, 1)) for wd in (0.05, 0.1)] for lr in (1e-3, 3e-3)]
     np.testing.assert_allclose(np.asarray(im.get_array()), expected)
     assert fig.axes[0].get_xlabel() == "optim.weight_decay" and fig.axes[0].get_ylabel() == "optim.lr"
     assert "| 1 | 0.003 | 0.1 | 2 | 34.25 ± 0.35 |" in study["md"]
-
-
-def test_sweep_one_and_three_keys(tmp_path: Path) -> None:
-    for i, lr in enumerate((0.1, 0.01, 0.001)):
-        make_run(tmp_path, f"one/{i}", "one", val_acc1=10.0 + i, test_acc1=None, curves=False, sweep="one", sweep_params={"lr": lr, "bs": 128})
-        make_run(tmp_path, f"three/{i}", "three", val_acc1=20.0 + i, test_acc1=None, curves=False, sweep="three", sweep_params={"a": i, "b": -i, "c": str(i)})
-    trials = R.sweep_trials(R.load_study(tmp_path).sweep_runs)
-    assert R.varying_keys(trials["one"]) == ["lr"]  # bs is constant
-    line = R.plot_sweep("one", trials["one"]).axes[0].get_lines()[0]
-    assert list(line.get_xdata()) == [0.001, 0.01, 0.1] and list(line.get_ydata()) == [12.0, 11.0, 10.0]
-    assert R.plot_sweep("three", trials["three"]) is None
-    R.build_report(tmp_path)
-    md = (tmp_path / "report.md").read_text()
-    assert "3 sweep keys vary (a, b, c): shown as a table only." in md
-    assert "| 1 | 2 | -2 | 2 | 1 | 22.00 ± — |" in md  # best trial first
-    assert (tmp_path / "figures" / "sweep-one.png").is_file() and not (tmp_path / "figures" / "sweep-three.png").exists()
 
 
 def test_figures_written_and_html_self_contained(study: dict) -> None:
@@ -276,11 +158,13 @@ def test_missing_data_skips_figures_with_note(tmp_path: Path) -> None:
     fig_dir = tmp_path / "figures"
     fig_dir.mkdir()
     (fig_dir / "cnn-vs-vit.png").write_bytes(b"stale")  # from an earlier build with more data
+    (fig_dir / "ssl-methods.svg").write_bytes(b"stale")
     (fig_dir / "mine.png").write_bytes(b"user file")
-    R.build_report(tmp_path)
+    build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "No figure: no evaluated run has a pretraining fraction." in md
     assert "No figure: no group with a model family (cnn/vit) and a test accuracy." in md
+    assert "## Self-supervised methods" not in md  # fewer than two SSL methods: no section at all
     assert sorted(p.name for p in fig_dir.iterdir()) == ["mine.png", "test-acc1-bars.png", "test-acc1-bars.svg"]
 
 
@@ -291,10 +175,13 @@ def test_incomplete_and_missing_runs_listed(study: dict) -> None:
     assert "| ViT-S/4 scratch | train | 0, 1 | 2 |" in section
     # The failed run is not averaged into its group.
     assert "| 2 |" in _md_row(study["md"], "Summary per group", "ViT-S/4 scratch")
+    # ... and it is listed under "Failed runs", here without a recorded error.
+    assert "### Failed runs" in section
+    assert "| [vit/s2-crashed](vit/s2-crashed/) | train | ViT-S/4 scratch | 2 | (no error recorded) |" in section
 
 
 # ------------------------------------------------------------------------------------------
-# Bad input
+# Bad input: the report goes on and lists the bad run directory with its reason
 # ------------------------------------------------------------------------------------------
 
 
@@ -308,40 +195,104 @@ def test_incomplete_and_missing_runs_listed(study: dict) -> None:
         ('{"run": "x", "status": "complete", "task": "train", "group": "g", "seed": 0, "test": {"acc1": "high"}}', "'test.acc1' must be a number"),
     ],
 )
-def test_malformed_result_json_names_file(tmp_path: Path, content: str, needle: str) -> None:
-    make_run(tmp_path, "good", "g", curves=False)
+def test_malformed_result_json_is_listed_and_the_rest_reported(tmp_path: Path, content: str, needle: str) -> None:
+    make_run(tmp_path, "good", "g", test_acc1=39.0, curves=False)
     bad = tmp_path / "bad" / "run"
     bad.mkdir(parents=True)
     (bad / "result.json").write_text(content)
-    with pytest.raises(ReprlabError) as exc:
-        R.build_report(tmp_path)
-    msg = str(exc.value)
-    assert str(bad / "result.json") in msg and needle in msg and "\n" not in msg
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| 39.00 ± — |" in _md_row(md, "Summary per group", "g")  # the good run is reported
+    (row,) = [l for l in md_section(md, "Unreadable run directories").splitlines() if l.startswith("| [bad/run](bad/run/) |")]
+    # the one-line reason, with the study root left out of its path
+    assert "| `bad/run/result.json: " in row and needle in row
+    assert "1 run directory could not be read and is left out" in md_section(md, "Warnings")
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="unreadable-run-directories"' in html and needle.replace("'", "&#x27;") in html
 
 
-def test_malformed_metrics_line_names_file_and_line(tmp_path: Path) -> None:
+def test_malformed_metrics_line_is_listed_with_file_and_line(tmp_path: Path) -> None:
+    make_run(tmp_path, "other", "h", test_acc1=20.0, curves=False)
     run = make_run(tmp_path, "r", "g", epochs=2)
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 99, "epoch": 3.0, "val/acc1": oops}\n')
     n = len((run / "metrics.jsonl").read_text().splitlines())
-    with pytest.raises(ReprlabError, match=re.escape(f"{run / 'metrics.jsonl'}:{n}: not valid JSON")):
-        R.build_report(tmp_path)
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    section = md_section(md, "Unreadable run directories")
+    assert f"| [r](r/) | `r/metrics.jsonl:{n}: not valid JSON" in section
+    assert "| g |" not in md_section(md, "Summary per group") and "| h |" in md_section(md, "Summary per group")
     write_result(run, {"run": "r", "status": "complete", "task": "probe", "group": "g", "seed": 0})
     (run / "metrics.jsonl").write_text('{"step": 1, "epoch": 1.0, "val/acc1": "41%"}\n')
-    with pytest.raises(ReprlabError, match=r"metrics\.jsonl:1: key 'val/acc1' must be a number"):
-        R.build_report(tmp_path)
+    build_report(tmp_path)
+    assert re.search(r"r/metrics\.jsonl:1: key 'val/acc1' must be a number", (tmp_path / "report.md").read_text())
 
 
 def test_missing_root_and_empty_root(tmp_path: Path) -> None:
     with pytest.raises(ReprlabError, match="does not exist"):
-        R.build_report(tmp_path / "nope")
+        build_report(tmp_path / "nope")
     with pytest.raises(ReprlabError, match="no run directories found"):
-        R.build_report(tmp_path)
+        build_report(tmp_path)
+
+
+def test_failed_record_with_error_and_stale_runs(tmp_path: Path) -> None:
+    make_run(tmp_path, "a/s0", "A", seed=0, test_acc1=40.0, curves=False)
+    make_run(tmp_path, "a/s1", "A", seed=1, test_acc1=42.0, curves=False)
+    make_run(tmp_path, "a/s2", "A", seed=2, test_acc1=90.0, curves=False, stale=True)  # outdated: not averaged
+    crashed = tmp_path / "a" / "s3"
+    crashed.mkdir()
+    # a failed-run record needs no group or seed; its error is one line
+    write_result(crashed, {"run": "a-s3", "status": "failed", "error": "non-finite loss at step 120"})
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| 41.00 ± 1.41 |" in _md_row(md, "Summary per group", "A")
+    section = md_section(md, "Incomplete and missing runs")
+    assert "| [a/s3](a/s3/) | — | — | — | non-finite loss at step 120 | (no config.toml) |" in section
+    assert "### Stale runs" in section and "| [a/s2](a/s2/) | probe | A | 2 | 90.00 |" in section
+    assert "[a/s2]" not in md_section(md, "All complete runs")
+    assert "1 stale" in md.split("\n## ", 1)[0]  # counted in the opening paragraph
 
 
 # ------------------------------------------------------------------------------------------
-# CLI plug-in
+# Features: kNN accuracy of pretraining runs, self-supervised methods compared
 # ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["knn_acc1", "acc1"])
+def test_pretraining_knn_is_shown_as_knn_in_both_spellings(tmp_path: Path, spelling: str) -> None:
+    for seed, knn in enumerate((13.5, 14.5)):
+        make_run(tmp_path, f"pre/s{seed}", "SimCLR pretrain", seed, None, None, task="pretrain", curves=False, method="simclr",
+                 backbone_source="simclr", protocol="pretrain", val={spelling: knn}, best_checkpoint={"step": 10, "metric": "knn/acc1"})
+    make_run(tmp_path, "sup", "supervised pretrain", 0, 8.7, None, task="pretrain", curves=False, method="supervised", protocol="pretrain",
+             best_checkpoint={"step": 10, "metric": "val/acc1"})
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    header = next(l for l in md_section(md, "Summary per group").splitlines() if l.startswith("| Group |"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    row = [c.strip() for c in _md_row(md, "Summary per group", "SimCLR pretrain").strip("|").split("|")]
+    assert row[cells.index("Val kNN acc1")] == "14.00 ± 0.71" and row[cells.index("Val acc1")] == "—"
+    sup = [c.strip() for c in _md_row(md, "Summary per group", "supervised pretrain").strip("|").split("|")]
+    assert sup[cells.index("Val acc1")] == "8.70 ± —" and sup[cells.index("Val kNN acc1")] == "—"
+
+
+def test_ssl_method_section_rows_and_figure(tmp_path: Path) -> None:
+    simclr = make_ssl_runs(tmp_path, "simclr", [30.0, 31.0, 32.5], finetune_full=[50.0, 52.0])
+    byol = make_ssl_runs(tmp_path, "byol", [33.0, 34.0, 35.5])
+    make_ssl_runs(tmp_path, "none", [14.0, 15.0], source="random-init")
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    section = md_section(md, "Self-supervised methods")
+    header = next(l for l in section.splitlines() if l.startswith("| Method |"))
+    assert header.startswith("| Method | Seeds | Probe (cached) test acc1 | Full fine-tune test acc1 | Runs |")
+    for method, runs in (("simclr", simclr), ("byol", byol)):
+        probe = [r["test"]["acc1"] for r in _results(runs[f"{method} / linear-cached"])]
+        row = _md_row(md, "Self-supervised methods", method)
+        assert f"| 0, 1, 2 | {_expected(probe)} |" in row
+    full = [r["test"]["acc1"] for r in _results(simclr["simclr / finetune-full"])]
+    assert f"| {_expected(full)} (n=2) |" in _md_row(md, "Self-supervised methods", "simclr")
+    assert "| — |" in _md_row(md, "Self-supervised methods", "byol")
+    assert "| 14.50 ± 0.71 | — |" in _md_row(md, "Self-supervised methods", "reference: random-init / linear-cached")
+    assert (tmp_path / "figures" / "ssl-methods.png").is_file() and "![Linear-probe" in section
 
 
 def test_cli_plugin_writes_into_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -358,6 +309,19 @@ def test_cli_plugin_writes_into_out(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "| 41.00 ± 1.41 |" in md
     assert "](../study/a/s0/config.toml)" in md  # links stay valid from another out dir
     assert "report.html" in capsys.readouterr().out
+
+
+def test_cli_warns_about_unreadable_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reprlab.commands import report as cmd
+
+    make_run(tmp_path, "a/s0", "A", seed=0, test_acc1=40.0, curves=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "result.json").write_text("{")
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    assert cmd.run(parser.parse_args([str(tmp_path)])) == 0
+    err = capsys.readouterr().err
+    assert "1 unreadable run directory left out" in err and "broken/result.json: not valid JSON" in err
 
 
 # ------------------------------------------------------------------------------------------
@@ -390,41 +354,3 @@ def test_screenshot_writes_png(study: dict, tmp_path: Path) -> None:
     _require_chromium()
     out = shot.screenshot(study["html_path"], tmp_path / "shot.png", height=1200)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_imagenet_probes_at_two_resolutions_are_references_not_one_pooled_point(tmp_path: Path) -> None:
-    # ImageNet probes: fraction None as the writers fill it now, 1.0 as older result files had it
-    # (the ImageNet set is not the pretraining set whose fraction varies)
-    from reprlab.studies.report import fraction_lines, group_runs, load_study
-
-    for seed, (res, acc) in enumerate([(224, 60.0), (224, 61.0), (32, 30.0), (32, 31.0)]):
-        make_run(tmp_path, f"in{res}-s{seed}", f"ImageNet @{res}", seed % 2, 50.0, acc, task="probe", protocol="linear-cached",
-                 backbone_source="imagenet-supervised", method="supervised", dataset="imagenet-1k", fraction=1.0 if res == 224 else None,
-                 resolution=res, family=None)
-    for seed in (0, 1):
-        make_run(tmp_path, f"ssl-s{seed}", "SimCLR 25%", seed, 40.0, 35.0 + seed, task="probe", protocol="linear-cached",
-                 backbone_source="simclr", method="simclr", dataset="tiny-imagenet", fraction=0.25, resolution=32, family=None)
-    lines, refs = fraction_lines(group_runs(load_study(tmp_path).runs))
-    assert sorted(g.name for g in refs) == ["ImageNet @224", "ImageNet @32"]
-    assert [sorted(line.points) for line in lines] == [[0.25]]
-    assert all(g.common("backbone_source") == "simclr" for line in lines for gs in line.points.values() for g in gs)
-
-
-def test_gains_use_the_task1_scratch_baseline_not_the_cnn_vs_vit_runs(tmp_path: Path) -> None:
-    make_run(tmp_path, "cnn", "CNN (CutMix recipe)", test_acc1=6.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family="cnn")
-    make_run(tmp_path, "vit", "ViT (CutMix recipe)", test_acc1=4.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family="vit")
-    make_run(tmp_path, "scratch", "scratch", test_acc1=10.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family=None)
-    make_run(tmp_path, "probe", "SimCLR / linear", test_acc1=16.0, curves=False, backbone_source="simclr", protocol="linear-cached", family=None)
-    baseline, gains, _ = R.gains_over_scratch(R.group_runs(R.load_study(tmp_path).main_runs))
-    assert baseline is not None and baseline.name == "scratch"
-    assert [(g.group.name, g.points) for g in gains] == [("SimCLR / linear", pytest.approx(6.0))]
-
-
-def test_fraction_references_leave_out_the_cnn_vs_vit_runs(tmp_path: Path) -> None:
-    from reprlab.studies.report import fraction_lines, group_runs, load_study
-
-    make_run(tmp_path, "cnn", "CNN (CutMix recipe)", test_acc1=6.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family="cnn", fraction=None)
-    make_run(tmp_path, "scratch", "scratch", test_acc1=10.0, curves=False, backbone_source="scratch", protocol="scratch", task="train", family=None, fraction=None)
-    make_run(tmp_path, "probe", "SimCLR / linear", test_acc1=16.0, curves=False, backbone_source="simclr", protocol="linear-cached", family=None, fraction=0.2)
-    lines, refs = fraction_lines(group_runs(load_study(tmp_path).runs))
-    assert [g.name for g in refs] == ["scratch"] and len(lines) == 1

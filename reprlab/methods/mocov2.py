@@ -1,0 +1,103 @@
+"""MoCo v2 (Chen, Fan, Girshick & He 2020, "Improved baselines with momentum contrastive
+learning"; He et al. 2020, "Momentum contrast for unsupervised visual representation
+learning").
+
+A query encoder (backbone + MLP projector) and a key encoder, its EMA, embed two views of every
+image; each query is contrasted against its own image's key and a queue of keys of earlier
+batches (InfoNCE over 1 + K logits, eq. 1). The queue is a registered buffer of unit rows with
+a write pointer: the keys of each step are written at the pointer (wrapping around), so the
+queue always holds the most recent ``queue_size`` keys. It starts as random unit vectors, as in
+the paper's code.
+
+Recipe (configs/pretrain/mocov2_cifar100.toml) follows solo-learn's CIFAR "MoCo v2+" setting:
+the loss symmetrised over the two views (``symmetric = true``; the paper uses one direction),
+projector 2048 -> 256 without BN (paper: 2048 -> 128), temperature 0.2, key-encoder momentum
+0.99 -> 0.999 along a cosine (paper, on ImageNet: 0.999 constant), SGD lr 0.3 at batch 256,
+weight decay 1e-4, 10 warm-up epochs then cosine, 1000 epochs, "symmetric_weak" views.
+solo-learn keeps one queue of 32768 keys per view; here one queue of 65536 receives both views'
+keys, which holds the same keys and lets each query see all of them. Neither uses the paper's
+shuffled BN (a multi-GPU device against BN leaking the positive through batch statistics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from reprlab import distributed
+from reprlab.losses import moco_infonce
+from reprlab.methods.base import register_method
+from reprlab.methods.ssl import SSLConfig, SSLMethod, check, symmetric_weak_views
+from reprlab.models.heads import ProjectionHead
+from reprlab.schedules import ScalarSchedule, Scheduled, all_values
+
+
+@dataclass
+class MoCoV2Config(SSLConfig):
+    temperature: float = 0.2  # InfoNCE temperature (MoCo v2: 0.2; v1: 0.07)
+    proj_hidden_dim: int = 2048  # projector hidden width (no BN, as in MoCo v2)
+    proj_out_dim: int = 256  # projector output width = key width (paper: 128; solo-learn CIFAR: 256)
+    queue_size: int = 65536  # negative keys kept (both views' keys are enqueued: 2 x batch per step)
+    symmetric: bool = True  # loss in both directions, averaged (solo-learn's "MoCo v2+"); false = the paper's q1 -> k2 only
+    momentum: Scheduled = field(default_factory=lambda: ScalarSchedule(start=0.99, end=0.999, shape="cosine"))  # key-encoder EMA momentum (paper: 0.999 on ImageNet; solo-learn CIFAR: 0.99 -> 0.999)
+
+    def validate(self) -> None:
+        super().validate()
+        check(self, "temperature", self.temperature > 0, "> 0")
+        check(self, "queue_size", self.queue_size >= 1, ">= 1")
+        check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1]")
+
+
+@register_method("mocov2")
+class MoCoV2(SSLMethod):
+    Config = MoCoV2Config
+
+    @classmethod
+    def default_views(cls):
+        return symmetric_weak_views()
+
+    def __init__(self, cfg, splits, device) -> None:
+        super().__init__(cfg, splits, device)
+        m = cfg.method
+        self.projector = ProjectionHead(self.backbone.num_features, m.proj_hidden_dim, m.proj_out_dim, 2, batch_norm=False)
+        self.target_backbone = self.momentum_target(self.backbone)
+        self.target_projector = self.momentum_target(self.projector)
+        self.register_buffer("queue", F.normalize(torch.randn(m.queue_size, m.proj_out_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # row the next key goes to
+        self._keys: torch.Tensor | None = None  # this step's keys, enqueued after the optimiser step
+
+    def training_step(self, images, labels, generator, ctx):
+        m = self.cfg.method
+        x = torch.cat(self.views(images, generator))
+        q1, q2 = self.projector(self.encode(x)).float().chunk(2)
+        with torch.no_grad():
+            k1, k2 = F.normalize(self.target_projector(self.encode(x, self.target_backbone)).float(), dim=1).chunk(2)
+        if m.symmetric:
+            loss = 0.5 * (moco_infonce(q1, k2, self.queue, m.temperature) + moco_infonce(q2, k1, self.queue, m.temperature))
+            self._keys = torch.cat([k1, k2])
+        else:
+            loss = moco_infonce(q1, k2, self.queue, m.temperature)
+            self._keys = k2
+        return loss, {"momentum": ctx.value(m.momentum)}
+
+    def after_optimizer_step(self, ctx) -> None:
+        super().after_optimizer_step(ctx)  # the key encoder's EMA step
+        # The queue changes only now: this step's loss used it as it was (its keys are the
+        # positives, not negatives), and backward needed it unchanged.
+        if self._keys is not None:
+            self.enqueue(distributed.gather_nograd(self._keys))
+            self._keys = None
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Write ``keys`` (N, D) at the pointer, oldest first, wrapping; without a host sync."""
+        size, n = self.queue.shape[0], keys.shape[0]
+        if n > size:  # only the newest `size` keys survive
+            keys, skip = keys[n - size:], n - size
+        else:
+            skip = 0
+        rows = (self.queue_ptr + skip + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue.index_copy_(0, rows, keys.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + n) % size)

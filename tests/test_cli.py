@@ -1,0 +1,62 @@
+"""The command line as a Unix tool: a closed pipe ends a command quietly, and an operating-system
+error (read-only file system, full disk, permission) is one line without a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reprlab.cli import main
+
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for `yes | head -1`'s writer
+
+
+def _closed_pipe(args: list[str]) -> subprocess.CompletedProcess:
+    """Run ``reprlab ARGS`` with stdout a real pipe whose reading end is already closed (the
+    state ``| head`` leaves behind), so the command's first write meets a broken pipe."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "reprlab", *args], stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    return p
+
+
+@pytest.mark.parametrize("args", [["config"], ["study", "run", "quick", "--dry-run"], ["study", "list"]])
+def test_a_closed_pipe_ends_the_command_quietly(args):
+    p = _closed_pipe(args)
+    assert p.stderr == "" and p.returncode == BROKEN_PIPE_EXIT, p.stderr[-2000:]
+
+
+def test_head_reads_the_first_lines_and_the_command_ends_quietly():
+    p = subprocess.run(f"{sys.executable} -m reprlab config | head -n 2", shell=True, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 2
+    assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr
+
+
+@pytest.mark.parametrize(
+    "err, cause",
+    [(errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left on device"), (errno.EACCES, "permission denied")],
+)
+def test_an_operating_system_error_is_one_line_naming_the_path_and_the_cause(monkeypatch, capsys, err, cause):
+    def fail(args):
+        raise OSError(err, os.strerror(err), "/some/where/file")
+
+    monkeypatch.setattr("reprlab.commands.params.run", fail)
+    assert main(["params", "resnet18"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"reprlab: error: /some/where/file: {cause}"]
+
+
+def test_other_os_errors_keep_their_traceback(monkeypatch):
+    def fail(args):
+        raise OSError(errno.EINVAL, "Invalid argument", "/x")
+
+    monkeypatch.setattr("reprlab.commands.params.run", fail)
+    with pytest.raises(OSError):
+        main(["params", "resnet18"])
