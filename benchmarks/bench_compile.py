@@ -94,9 +94,14 @@ def main() -> None:
                               "speedup": e / c, "speedups_per_round": ratios, "compile_s": cold_s,
                               "compile_s_warm_cache": statistics.median(warm) if warm else None, "break_even_steps": n_star,
                               "break_even_eager_min": n_star * e / 60 if n_star is not None else None})
+                write(pairs, rows, args, (time.perf_counter() - t0) / 60, False)
+    print(write(pairs, rows, args, (time.perf_counter() - t0) / 60, True))
+
+
+def write(pairs: list[dict], rows: list[dict], args, minutes: float, done: bool) -> str:
     lines = [
         f"# torch.compile on this CPU: ResNet-18, batch {args.batch}, {args.threads} thread(s), torch {torch.__version__}, "
-        f"`benchmarks/bench_compile.py` ({(time.perf_counter() - t0) / 60:.1f} min)",
+        f"`benchmarks/bench_compile.py` ({minutes:.1f} min" + ("" if done else ", partial") + ")",
         "",
         "| step | width | precision | eager s/step | compiled s/step | speed-up (per round) | compile s cold / warm cache | break-even steps | break-even (eager min) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -108,11 +113,11 @@ def main() -> None:
                      f"{p['speedup']:.2f}× ({', '.join(f'{x:.2f}' for x in p['speedups_per_round'])}) | {p['compile_s']:.0f} / "
                      f"{'-' if p['compile_s_warm_cache'] is None else format(p['compile_s_warm_cache'], '.0f')} | {n} | {m} |")
     text = "\n".join(lines)
-    print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps({"torch": torch.__version__, "threads": args.threads, "pairs": pairs, "rows": rows}, indent=2) + "\n")
+    return text
 
 
 if __name__ == "__main__":

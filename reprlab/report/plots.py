@@ -314,7 +314,7 @@ def plot_ssl_methods(rows: Sequence[MethodRow], refs: Sequence[Group] = ()) -> F
     ax.set_xticks(xs, [_mpl(r.label) for r in rows], rotation=25 if long_labels else 0, ha="right" if long_labels else "center", fontsize=8.5)
     ax.set_ylim(0, top * 1.18 + 1)
     ax.set_ylabel("test acc1 (%), linear probe on cached features")
-    ax.set_title("Linear-probe accuracy per pretraining method (mean ± std over seeds)", fontsize=11, fontweight="bold")
+    ax.set_title("Linear probe per method\n(mean ± std over seeds)", fontsize=11, fontweight="bold")
     _style_axes(ax)
     ax.grid(False, axis="x")
     if refs:
