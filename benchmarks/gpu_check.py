@@ -155,6 +155,7 @@ def time_fit(cfg, task: str, splits: Splits, device: torch.device, log_every: in
                                      checkpoint_every_steps=0, eval_test=False))
     batch = cfg.train.batch_size
     seed_everything(0, deterministic=False)  # cudnn.benchmark on, as in every real run
+    torch._dynamo.reset()  # every row compiles afresh (and stays under dynamo's recompile limit)
     _reset_memory(device)
     counter = SyncCounter(device)
     stamps: list[float] = []

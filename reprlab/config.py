@@ -116,7 +116,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # images per evaluation batch
     seed: int = 0  # seed of initialisation, data order and augmentation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 on GPU and on CPUs with native bf16, else fp32) | fp32 | bf16 | fp16
     deterministic: bool = False  # deterministic kernels (exact resume on CPU; slower on GPU)
     log_every_steps: int = 50  # write train/loss, train/acc1 and lr every this many steps
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch (rounded up to a logging step); 0 = per epoch only

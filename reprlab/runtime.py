@@ -37,8 +37,8 @@ def resolve_device(name: str) -> torch.device:
 #: forces what train.precision=auto picks on a CPU: 1 = bf16 autocast, 0 = float32
 CPU_BF16_ENV = "REPRLAB_CPU_BF16"
 #: x86 features with which oneDNN computes bf16 convolutions and matmuls in hardware. Without
-#: them bf16 is emulated through float32 (AVX-512 alone) or not vectorised at all, and is slower
-#: than plain float32, so auto keeps float32 there.
+#: them bf16 is emulated through float32 (AVX-512 alone) or not vectorised at all and brings no
+#: speed-up, only rounding, so auto keeps float32 there. (ARM's bf16 is not measured here: fp32.)
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -50,7 +50,7 @@ def bf16_verdict(flags: Iterable[str], source: str = "CPU flags", kernels: bool 
         return False, "this torch build has no oneDNN bf16 kernels"
     if have:
         return True, f"the CPU computes bf16 natively ({', '.join(have)} in {source})"
-    return False, f"the CPU has no native bf16 (neither {' nor '.join(NATIVE_BF16_FLAGS)} in {source}); emulated bf16 is slower than float32"
+    return False, f"the CPU has no native bf16 (neither {' nor '.join(NATIVE_BF16_FLAGS)} in {source}); emulated bf16 is no faster than float32"
 
 
 def _proc_cpuinfo_flags(path: str = "/proc/cpuinfo") -> frozenset[str] | None:
@@ -72,7 +72,8 @@ def cpu_features() -> tuple[frozenset[str], str]:
 
     torch's own answer first (``torch.cpu.get_capabilities``: cpuinfo's CPUID probe, what its
     kernels dispatch on). On Linux a flag also has to be in ``/proc/cpuinfo``: the kernel lists
-    AMX only when it manages AMX state, and without that oneDNN cannot use the tiles.
+    AMX only when it manages AMX state, and without that oneDNN cannot use the tiles. (The two
+    spell the bf16 and AMX flags alike; other names differ, e.g. ``avx512_f`` / ``avx512f``.)
     """
     proc = _proc_cpuinfo_flags()
     get_caps = getattr(torch.cpu, "get_capabilities", None)

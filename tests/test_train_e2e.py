@@ -111,7 +111,8 @@ def test_non_finite_loss_stops_names_the_step_and_keeps_the_checkpoint(data_root
     assert 28 < bad <= 56
     ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["step"] == 28 and all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
-    assert not (tmp_path / "nan" / "result.json").exists()
+    record = json.loads((tmp_path / "nan" / "result.json").read_text())  # a failure record, never a result
+    assert record["status"] == "failed" and record["error"].startswith("non-finite loss at step ")
 
 
 def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_good_checkpoint(data_root, cache_root, tmp_path, monkeypatch, capsys, record_property):
