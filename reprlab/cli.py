@@ -66,18 +66,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from reprlab.io import is_environment_error, os_cause
-
     parser, mods = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    from reprlab.data.paths import set_cli_data_root
+    from reprlab.data import paths
 
-    set_cli_data_root(getattr(args, "data_root", None))
+    saved_root = paths._cli_data_root
+    paths.set_cli_data_root(getattr(args, "data_root", None))
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"reprlab: warning: {msg}\n"
+    try:
+        return _run(args, mods)
+    finally:
+        paths.set_cli_data_root(saved_root)  # one call's --data-root never reaches the next (tests call main in-process)
+
+
+def _run(args, mods) -> int:
+    from reprlab.io import is_environment_error, os_cause
+
     try:
         code = int(mods[args.command].run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

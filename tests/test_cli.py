@@ -60,3 +60,15 @@ def test_other_os_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr("reprlab.commands.params.run", fail)
     with pytest.raises(OSError):
         main(["params", "resnet18"])
+
+
+def test_data_root_flag_lasts_one_call(tmp_path, monkeypatch, capsys):
+    # main() runs in-process in tests and notebooks: one call's --data-root must not become
+    # every later call's data root (it once leaked into the tests that ran after it).
+    from reprlab.cli import main
+    from reprlab.data import paths
+
+    monkeypatch.setenv(paths.ENV_DATA, str(tmp_path / "env-root"))
+    main(["--data-root", str(tmp_path / "flag-root"), "data", "info", "no-such-dataset"])
+    capsys.readouterr()
+    assert paths.data_root() == (tmp_path / "env-root", f"${paths.ENV_DATA}")
