@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import json
 import math
 import re
 import tomllib
@@ -171,7 +172,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ReprlabError(f"override {item!r}: expected key=value, e.g. optim.lr=0.1")
-        layers.append((_nest(key.strip(), _parse_value(raw.strip())), "command line"))
+        layer: dict = {}
+        _set_nested(layer, key.strip(), _parse_value(raw.strip()))
+        layers.append((layer, "command line"))
     # The method decides what [method] and [views] may hold: find it first (the last layer that
     # names it wins), install its defaults, then merge every layer in order.
     name = cfg.method.name
@@ -207,16 +210,6 @@ def _parse_value(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
-
-
-def _nest(dotted: str, value: Any) -> dict:
-    out: dict = {}
-    cur = out
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-    return out
 
 
 #: Short spellings accepted on the command line and in files, mapped to the canonical keys.
@@ -493,24 +486,32 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def toml_value(v: Any) -> str:
+    """``v`` as a TOML literal: the one writer of values, for config.toml files and for the
+    ``key=value`` overrides a study passes to its runs (strings quoted)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        # JSON string escapes are valid TOML basic-string escapes; DEL is a control character
+        # in TOML but not in JSON
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{toml_value(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise ReprlabError(f"value {v!r} cannot be written as TOML (expected a number, string, boolean, list or table; TOML has no null)")
+
+
 def dumps_toml(data: dict) -> str:
     """A small TOML writer for the config's value types (str, int, float, bool, lists, tables)."""
-
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v) if not isinstance(v, float) or v == v and abs(v) != float("inf") else ('nan' if v != v else ('inf' if v > 0 else '-inf'))
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{_tkey(k)} = {val(x)}" for k, x in v.items()) + "}"
-        if v is None:
-            raise ReprlabError("TOML has no null; a config value may not be None")
-        return val(str(v))
-
     lines: list[str] = []
 
     def table(d: dict, name: str) -> None:
@@ -520,7 +521,7 @@ def dumps_toml(data: dict) -> str:
             lines.append(f"\n[{name}]")
         for k, v in d.items():
             if not isinstance(v, dict):
-                lines.append(f"{_tkey(k)} = {val(v)}")
+                lines.append(f"{_tkey(k)} = {toml_value(v)}")
         for k, v in d.items():
             if isinstance(v, dict):
                 table(v, f"{name}.{_tkey(k)}" if name else _tkey(k))
@@ -530,7 +531,7 @@ def dumps_toml(data: dict) -> str:
 
 
 def _tkey(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else f'"{k}"'
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else toml_value(k)
 
 
 @cache

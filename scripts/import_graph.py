@@ -21,15 +21,17 @@ MAX_LINES = 600  # the design target; the test allows a little slack (650)
 #: Layers, lowest first. A module may import its own layer and the layers below it. The order
 #: follows the package layout (docs/architecture.md): the plumbing every layer uses; the
 #: run-directory readers of ``report/`` (they must stay free of torch, so they sit this low);
-#: the typed config; data, augmentation, losses and models; methods; evaluation; the loop;
-#: studies; the command line. Names are module prefixes; the longest matching prefix wins.
+#: data, augmentation, losses and models; the typed config (it holds the augmentation sections
+#: and checks a model's arguments, and nothing below imports it); evaluation (a method's kNN
+#: monitor uses it); methods; the loop; studies; the command line. Names are module prefixes;
+#: the longest matching prefix wins.
 LAYERS: list[tuple[str, ...]] = [
     ("reprlab", "reprlab.errors", "reprlab.io", "reprlab.registry", "reprlab.schedules", "reprlab.runtime", "reprlab.distributed"),
     ("reprlab.report",),
-    ("reprlab.config",),
     ("reprlab.data", "reprlab.augment", "reprlab.losses", "reprlab.models"),
-    ("reprlab.methods",),
+    ("reprlab.config",),
     ("reprlab.eval",),
+    ("reprlab.methods",),
     ("reprlab.train",),
     ("reprlab.studies",),
     ("reprlab.commands", "reprlab.cli", "reprlab.__main__"),

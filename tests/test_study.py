@@ -17,7 +17,8 @@ import pytest
 
 from reprlab.cli import main
 from reprlab.errors import ReprlabError
-from reprlab.studies.study import dry_run, load_study, run_argv, run_study
+from reprlab.studies.runner import dry_run, run_study
+from reprlab.studies.spec import load_study, run_argv
 
 SCRATCH = "configs/supervised/resnet18_scratch.toml"
 SIMCLR = "configs/pretrain/simclr_cifar100.toml"
@@ -227,7 +228,7 @@ class FakeLauncher:
 
 
 def test_a_failed_run_blocks_only_its_dependents_and_the_exit_status_lists_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    monkeypatch.setattr("reprlab.studies.runner.POLL_S", 0.001)
     study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
     launcher = FakeLauncher(fail={"simclr-f0.1-s1"})
     buf = io.StringIO()
@@ -245,7 +246,7 @@ def test_a_failed_run_blocks_only_its_dependents_and_the_exit_status_lists_it(tm
 
 
 def test_only_refuses_when_a_selected_run_needs_an_incomplete_unselected_one(tmp_path, monkeypatch):
-    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    monkeypatch.setattr("reprlab.studies.runner.POLL_S", 0.001)
     study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
     with pytest.raises(ReprlabError, match=r"--only: 'probe-f0.1-s0' needs 'simclr-f0.1-s0', which is incomplete and not selected"):
         run_study(study, only=["probe-*"], executor=FakeLauncher())
@@ -260,7 +261,7 @@ def test_only_refuses_when_a_selected_run_needs_an_incomplete_unselected_one(tmp
 
 
 def test_a_second_runner_of_the_same_study_is_refused(tmp_path):
-    from reprlab.studies.study import DirLock
+    from reprlab.io import FileLock as DirLock
 
     study = load_study(_write(tmp_path, PIPELINE), out_dir=tmp_path / "out")
     with DirLock(tmp_path / "out" / ".study.lock", "x"):
@@ -307,7 +308,7 @@ overrides = ["train.epochs=9"]
     argv = run_argv(study, study.nodes["final-s0"], None, {"optim.lr": best_lr})
     assert f"optim.lr={best_lr!r}" in text_out and f"optim.lr={best_lr!r}" in argv
     assert 'run.sweep_keys=["optim.lr"]' in argv and argv.index(f"optim.lr={best_lr!r}") < argv.index("train.epochs=9")
-    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    monkeypatch.setattr("reprlab.studies.runner.POLL_S", 0.001)
     launcher = FakeLauncher()
     assert run_study(study, out=io.StringIO(), executor=launcher) == 0
     assert launcher.started == ["final-s0", "final-s1"]  # the complete sweep is skipped
@@ -322,7 +323,7 @@ def test_builtin_studies_are_listed_with_description_and_gpu_hours(capsys):
 
 
 def test_builtin_ssl_study_expands_to_the_full_design():
-    from reprlab.studies.study import find_study
+    from reprlab.studies.spec import find_study
 
     assert find_study("ssl-vs-supervised") == find_study("ssl_vs_supervised")  # either spelling
     study = load_study(find_study("ssl_vs_supervised"), out_dir="runs/x")
@@ -339,7 +340,7 @@ def test_builtin_ssl_study_expands_to_the_full_design():
 
 
 def test_builtin_cnn_vs_vit_tunes_both_families_alike_then_runs_the_best_with_test():
-    from reprlab.studies.study import find_study
+    from reprlab.studies.spec import find_study
 
     study = load_study(find_study("cnn_vs_vit"), out_dir="runs/x")
     cnn, vit = study.nodes["resnet18-search"].spec, study.nodes["vit-search"].spec
@@ -475,7 +476,7 @@ class RecordingLauncher(FakeLauncher):
 
 
 def test_a_run_whose_study_overrides_changed_is_stale_and_never_skipped_as_complete(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("reprlab.studies.study.POLL_S", 0.001)
+    monkeypatch.setattr("reprlab.studies.runner.POLL_S", 0.001)
     out = tmp_path / "out"
     study = load_study(_write(tmp_path, STALE), out_dir=out)
     _complete(out / "net", 30.0)
@@ -510,7 +511,7 @@ def test_a_run_whose_study_overrides_changed_is_stale_and_never_skipped_as_compl
 def test_a_study_points_its_sweeps_at_one_shared_storage(tmp_path):
     from test_sweep import FakeExecutor
 
-    from reprlab.studies.study import node_state
+    from reprlab.studies.runner import node_state
     from reprlab.studies.sweep import run_sweep
 
     text = f"""
@@ -554,7 +555,7 @@ def test_a_read_only_study_folder_is_one_line(tmp_path, monkeypatch, capsys, rec
 
 
 def test_ssl_methods_study_has_one_pretraining_per_method_and_seed_with_its_own_recipe():
-    from reprlab.studies.study import builtin_studies, instance_config, load_study, run_argv
+    from reprlab.studies.spec import builtin_studies, instance_config, load_study, run_argv
 
     path = next(p for p in builtin_studies() if p.stem == "ssl_methods")
     study = load_study(path)  # validate=True: every run's config is built
@@ -572,7 +573,7 @@ def test_ssl_methods_study_has_one_pretraining_per_method_and_seed_with_its_own_
 def test_methods_override_all_and_errors(tmp_path):
     from reprlab.methods.ssl import SSLMethod
     from reprlab.registry import METHODS
-    from reprlab.studies.study import builtin_studies, load_study
+    from reprlab.studies.spec import builtin_studies, load_study
 
     path = next(p for p in builtin_studies() if p.stem == "ssl_vs_supervised")
     default = load_study(path, validate=False)

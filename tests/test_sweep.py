@@ -11,17 +11,9 @@ from pathlib import Path
 import pytest
 
 from reprlab.errors import ReprlabError
-from reprlab.studies.sweep import (
-    Param,
-    best_trial,
-    load_sweep,
-    open_study,
-    parse_sweep,
-    read_curve,
-    run_sweep,
-    sweep_progress,
-    trial_dir_name,
-)
+from reprlab.studies.results import best_trial, read_curve, trial_dir_name
+from reprlab.studies.sweep import load_sweep, open_study, run_sweep, sweep_progress
+from reprlab.studies.sweep_spec import Param, parse_sweep
 
 CONFIG = "configs/supervised/resnet18_scratch.toml"
 
@@ -263,7 +255,7 @@ def test_best_trial_ignores_incomplete_and_pruned_trials(tmp_path):
 
 
 def test_a_pretraining_sweep_ranks_trials_by_their_knn_accuracy(tmp_path):
-    from reprlab.studies.study import accuracy_text
+    from reprlab.studies.results import accuracy_text
 
     for name, acc, lr in (("trial-aaaa", 12.0, 0.1), ("trial-bbbb", 17.5, 0.3)):
         d = tmp_path / "sw" / name

@@ -4,7 +4,7 @@
 [--storage URL]``, ``reprlab study status NAME|FILE`` (the state of every run: complete, stale,
 to resume, new) and ``reprlab study list`` (the built-in studies with their description and
 GPU-hour estimate).
-The file format and the runner are documented in :mod:`reprlab.studies.study`.
+The file format is documented in :mod:`reprlab.studies.spec`, the runner in :mod:`reprlab.studies.runner`.
 """
 
 from __future__ import annotations
@@ -39,21 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reprlab.studies import study as st
+    from reprlab.studies import runner, spec
 
     if args.study_command == "list":
-        rows = [st.read_header(p) for p in st.builtin_studies()]
+        rows = [spec.read_header(p) for p in spec.builtin_studies()]
         width = max((len(r["name"]) for r in rows), default=4)
         for r in rows:
             hours = f"{r['gpu_hours']:g} GPU-h" if r["gpu_hours"] is not None else "? GPU-h"
             print(f"{r['name']:<{width}}  {hours:>12}  {r['description']}")
         return 0
-    path = st.find_study(args.study)
+    path = spec.find_study(args.study)
     methods = getattr(args, "methods", None)
-    study = st.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None)
+    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None)
     if args.study_command == "status":
-        return st.status(study, args.only)
+        return runner.status(study, args.only)
     data_root = getattr(args, "data_root", None)
     if args.dry_run:
-        return st.dry_run(study, args.only, data_root)
-    return st.run_study(study, workers=args.workers, only=args.only, data_root=data_root, rerun=args.rerun)
+        return runner.dry_run(study, args.only, data_root)
+    return runner.run_study(study, workers=args.workers, only=args.only, data_root=data_root, rerun=args.rerun)

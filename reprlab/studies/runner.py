@@ -1,0 +1,435 @@
+"""The study runner: the state of every expanded run on disk, ``--dry-run`` and ``status``, and
+the scheduler that executes a study (:mod:`reprlab.studies.spec`) as a DAG of child processes.
+
+Execution (``reprlab study run``)
+    Each run is a child process ``python -m reprlab <command> --config ... <overrides>
+    run.out_dir=... run.name=...``, so the run's own skip / resume / lock logic applies and a
+    crash of one run never takes the runner down. Its output is appended to ``<run dir>/log.txt``.
+    Complete runs are skipped without starting a process; interrupted ones resume from
+    ``checkpoints/last.pt``. A run whose directory holds results or a checkpoint of another config
+    than the study would run now (an edited override, a different best_of parameter) is *stale*:
+    ``--dry-run`` and ``study status`` show it with the differing keys, and ``study run`` refuses to
+    start until ``--rerun`` (which starts each stale run with ``--rerun``, replacing it). The
+    comparison is the run's own (``reprlab.train.rundir.config_differences``) on the config its
+    command line resolves to (:func:`node_config`). A failed last attempt (result.json with
+    ``status = "failed"``) is shown with its error line. The runner holds ``<out_dir>/.study.lock`` so two runners of one
+    study never interleave, and children die with the runner (Linux ``PR_SET_PDEATHSIG``), so
+    killing the runner at any moment leaves only resumable run directories behind.
+
+``--only PATTERN`` (fnmatch on expanded names) *refuses* to start when a selected run depends on
+an incomplete run that is not selected: silently launching a 1000-epoch pretraining because a
+probe was asked for would be a bad surprise; ``--dry-run`` shows such runs as blocked.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from reprlab.errors import ReprlabError
+from reprlab.io import FileLock, atomic_write_text, make_dirs
+from reprlab.studies.checks import did_you_mean
+from reprlab.studies.process import display, exit_text, last_line, reprlab_argv, spawn, terminate
+from reprlab.studies.results import accuracy_text, best_trial, read_complete, read_failure
+from reprlab.studies.spec import Node, Study, run_argv
+from reprlab.studies.sweep import sweep_progress
+
+POLL_S = 0.2  # how often the runner looks at its children
+
+
+# ============================================================================================
+# State of a run on disk
+# ============================================================================================
+
+
+@dataclass
+class NodeState:
+    status: str  # "complete" | "stale" | "resume" | "new"
+    detail: str = ""
+    holds: str = ""  # stale: what the directory holds ("a complete run", "a partial run (...)")
+
+
+@functools.cache
+def _cli() -> tuple[Any, dict]:
+    from reprlab.cli import build_parser
+
+    return build_parser()
+
+
+def node_config(study: Study, node: Node, best: dict[str, Any] | None = None):
+    """The resolved config a run's command line would record: the child's own resolution
+    (``run_config`` of its command module, as for ``--print-config``), run in this process."""
+    parser, mods = _cli()
+    argv = run_argv(study, node, None, best)[3:]  # without `python -m reprlab`
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        raise ReprlabError(f"run {node.name!r}: its command line does not parse: {display(argv)}") from None
+    return mods[args.command].run_config(args)[0]
+
+
+def _stale(study: Study, node: Node, holds: str) -> NodeState | None:
+    """NodeState("stale") when the run directory's config.toml differs from what the study would
+    run now; None when it agrees (or cannot be known yet: a best_of run before its sweep ends)."""
+    from reprlab.train.rundir import config_differences, describe_differences, read_config
+
+    recorded = read_config(study.run_dir(node))
+    if recorded is None:
+        return None
+    best = None
+    if node.spec.best_of is not None:
+        sweep = study.nodes[node.spec.best_of].spec
+        if not sweep_progress(sweep, study.out_dir, study.storage).done:
+            return None
+        best = best_params(study, node)
+    diff = config_differences(recorded, node_config(study, node, best))
+    return NodeState("stale", describe_differences(diff), holds) if diff else None
+
+
+def node_state(study: Study, node: Node) -> NodeState:
+    if node.kind == "sweep":
+        prog = sweep_progress(node.spec, study.out_dir, study.storage)
+        if prog.done:
+            return NodeState("complete", prog.describe())
+        return NodeState("resume" if prog.started else "new", prog.describe())
+    from reprlab.train.rundir import RunDir, checkpoint_step
+
+    run_dir = study.run_dir(node)
+    holds = RunDir(run_dir).holds()
+    if holds:  # a complete or partial run: only if its config is the one the study runs now
+        stale = _stale(study, node, holds)
+        if stale is not None:
+            return stale
+    result = read_complete(run_dir)
+    if result is not None:
+        return NodeState("complete", accuracy_text(result))
+    failed = read_failure(run_dir)
+    note = f"last attempt failed: {failed}" if failed else ""
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        try:
+            return NodeState("resume", f"from step {checkpoint_step(last)}" + (f"; {note}" if note else ""))
+        except ReprlabError as e:
+            return NodeState("resume", f"but {e}")
+    if (run_dir / "features.pt").is_file():
+        return NodeState("resume", "from cached features" + (f"; {note}" if note else ""))
+    return NodeState("new", note)
+
+
+def best_params(study: Study, node: Node) -> dict[str, Any] | None:
+    if node.kind != "run" or node.spec.best_of is None:
+        return None
+    sweep = study.nodes[node.spec.best_of].spec
+    return best_trial(study.out_dir, sweep.name, sweep.metric)
+
+
+# ============================================================================================
+# Selection (--only)
+# ============================================================================================
+
+
+def select(study: Study, patterns: list[str] | None) -> list[str]:
+    if not patterns:
+        return list(study.nodes)
+    chosen = [n for n in study.nodes if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    for p in patterns:
+        if not any(fnmatch.fnmatchcase(n, p) for n in study.nodes):
+            raise ReprlabError(f"--only {p!r} matches no run of study {study.name!r}{did_you_mean(p, study.nodes)}")
+    return chosen
+
+
+def missing_deps(study: Study, chosen: list[str], states: dict[str, NodeState]) -> dict[str, list[str]]:
+    """Selected runs -> their incomplete dependencies that are not selected."""
+    out: dict[str, list[str]] = {}
+    for name in chosen:
+        for d in study.nodes[name].deps:
+            if d not in chosen and states[d].status != "complete":
+                out.setdefault(name, []).append(d)
+    return out
+
+
+# ============================================================================================
+# Dry run
+# ============================================================================================
+
+
+def _reason(study: Study, node: Node, st: NodeState, states: dict[str, NodeState], blocked: dict[str, list[str]]) -> str:
+    """What would happen to ``node``, in words (the status column of --dry-run and status)."""
+    reason = {"complete": "complete: skip", "resume": f"resume {st.detail}", "new": "new", "stale": f"stale: {st.detail}"}[st.status]
+    if st.status == "complete" and st.detail:
+        reason += f" ({st.detail})"
+    if st.status == "new" and st.detail:
+        reason += f" ({st.detail})"
+    if st.status == "stale":
+        reason += f" (holds {st.holds} of another config; `study run --rerun` replaces it)"
+    if node.kind == "sweep" and st.status != "complete":
+        reason = f"{'resume' if st.status == 'resume' else 'new'} sweep: {st.detail}"
+    waits = [d for d in node.deps if states[d].status != "complete"]
+    if node.name in blocked:
+        reason += f"; BLOCKED: needs {', '.join(blocked[node.name])} (incomplete, not selected by --only)"
+    elif waits and st.status != "complete":
+        reason += f"; waits for {', '.join(waits)}"
+    return reason
+
+
+def _summary(chosen: list[str], states: dict[str, NodeState], total: int) -> str:
+    counts = {"complete": 0, "resume": 0, "new": 0, "stale": 0}
+    for n in chosen:
+        counts[states[n].status] += 1
+    return f"{len(chosen)} of {total} runs selected: {counts['complete']} complete, {counts['resume']} to resume, {counts['new']} new, {counts['stale']} stale"
+
+
+def dry_run(study: Study, only: list[str] | None = None, data_root: str | None = None, out: IO[str] = sys.stdout) -> int:
+    """Print every expanded run in execution order, its command line and what would happen."""
+    chosen = select(study, only)
+    states = {name: node_state(study, node) for name, node in study.nodes.items()}
+    blocked = missing_deps(study, chosen, states)
+    est = f", est. {study.gpu_hours:g} GPU-hours in all" if study.gpu_hours is not None else ""
+    print(f"study {study.name!r} ({study.path}) -> {study.out_dir}{est}", file=out)
+    print(_summary(chosen, states, len(study.nodes)), file=out)
+    width = max(len(n) for n in chosen) if chosen else 0
+    for i, name in enumerate(chosen, 1):
+        node, st = study.nodes[name], states[name]
+        reason = _reason(study, node, st, states, blocked)
+        best = None
+        if node.kind == "run" and node.spec.best_of is not None and states[node.spec.best_of].status == "complete":
+            best = best_params(study, node)
+        argv = run_argv(study, node, data_root, best)
+        if st.status == "stale":
+            argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")  # what `study run --rerun` starts
+        line = display(argv)
+        if node.kind == "run" and node.spec.best_of is not None and best is None:
+            line += f"  <+ best parameters of {node.spec.best_of}>"
+        print(f"{i:3d}. {name:<{width}}  {reason}", file=out)
+        print(f"       {line}", file=out)
+    return 0
+
+
+def status(study: Study, only: list[str] | None = None, out: IO[str] | None = None) -> int:
+    """One line per expanded run: complete (with its accuracy), stale, to resume, new; starts nothing."""
+    out = out or sys.stdout
+    chosen = select(study, only)
+    states = {name: node_state(study, node) for name, node in study.nodes.items()}
+    blocked = missing_deps(study, chosen, states)
+    print(f"study {study.name!r} -> {study.out_dir}: {_summary(chosen, states, len(study.nodes))}", file=out)
+    width = max(len(n) for n in chosen) if chosen else 0
+    for name in chosen:
+        print(f"{name:<{width}}  {_reason(study, study.nodes[name], states[name], states, blocked)}", file=out)
+    return 0
+
+
+# ============================================================================================
+# The runner
+# ============================================================================================
+
+
+def worker_envs(workers: int) -> list[dict[str, str]]:
+    """One environment per worker: its own GPU, or its share of the CPU threads.
+
+    CPU threads go through ``OMP_NUM_THREADS`` rather than ``train.num_threads``: the config of
+    a run directory must not depend on how many workers the runner happened to have, or a
+    resume with another ``--workers`` would be refused as a different config.
+    """
+    base = dict(os.environ)
+    if workers <= 1:
+        return [base]
+    import torch
+
+    n_gpu = torch.cuda.device_count()
+    if n_gpu:
+        visible = base.get("CUDA_VISIBLE_DEVICES")
+        ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(n_gpu)]
+        return [{**base, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(workers)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = str(max(1, cores // workers))
+    return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(workers)]
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+@dataclass
+class _Job:
+    node: Node
+    proc: Any
+    slot: int
+    started: float
+    replica: int = 0
+
+
+def run_study(
+    study: Study,
+    workers: int = 1,
+    only: list[str] | None = None,
+    data_root: str | None = None,
+    out: IO[str] = sys.stdout,
+    executor: Callable[[list[str], Path, dict[str, str]], Any] | None = None,
+    rerun: bool = False,
+) -> int:
+    """Run every selected run in dependency order; 0 when all are complete, 1 otherwise.
+
+    A failed run does not stop the others: runs that do not depend on it go on; its dependents
+    are reported as blocked, and the exit status lists both. ``executor(argv, log, env)``
+    starts one run (default: :func:`spawn`; tests inject a fake).
+
+    A *stale* run (its directory holds results or a checkpoint of another config than the study
+    would run now) is never skipped as complete: without ``rerun`` the study refuses to start,
+    naming them; with ``rerun`` each stale run is started with ``--rerun``, which replaces it.
+    """
+    if workers < 1:
+        raise ReprlabError(f"--workers must be >= 1, got {workers}")
+    chosen = select(study, only)
+    states = {name: node_state(study, study.nodes[name]) for name in study.nodes}
+    stale = [n for n in chosen if states[n].status == "stale"]
+    if stale and not rerun:
+        more = f", {', '.join(stale[1:4])}{', ...' if len(stale) > 4 else ''}" if len(stale) > 1 else ""
+        raise ReprlabError(
+            f"study {study.name!r}: {len(stale)} run(s) hold results of another config: {stale[0]} ({states[stale[0]].detail}){more}; "
+            "pass --rerun to replace them (or leave them out with --only); `reprlab study status` lists them"
+        )
+    blocked_by_only = missing_deps(study, chosen, states)
+    if blocked_by_only:
+        first, deps = next(iter(blocked_by_only.items()))
+        raise ReprlabError(
+            f"--only: {first!r} needs {', '.join(repr(d) for d in deps)}, which is incomplete and not selected "
+            f"({len(blocked_by_only)} run(s) affected); select it too or drop --only (see --dry-run)"
+        )
+    make_dirs(study.out_dir)
+    with FileLock(study.out_dir / ".study.lock", f"study directory {study.out_dir}"):
+        atomic_write_text(study.out_dir / "study.toml", study.path.read_text())  # what produced this folder
+        return _schedule(study, chosen, workers, data_root, out, executor or spawn)
+
+
+def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | None, out: IO[str], executor: Callable) -> int:
+    envs = worker_envs(workers)
+    status: dict[str, str] = {n: "pending" for n in chosen}  # pending | running | done | failed | blocked
+    reasons: dict[str, str] = {}
+    # a sweep may run as several processes sharing one Optuna storage (``parallel``)
+    replicas = {n: (study.nodes[n].spec.parallel if study.nodes[n].kind == "sweep" else 1) for n in chosen}
+    launched: dict[str, int] = {n: 0 for n in chosen}
+    active: dict[str, int] = {n: 0 for n in chosen}
+    running: dict[int, _Job] = {}
+    total = len(chosen)
+    t0 = time.monotonic()
+
+    def say(word: str, name: str, text: str = "") -> None:
+        finished = sum(1 for v in status.values() if v in ("done", "failed", "blocked"))
+        print(f"{time.strftime('%H:%M:%S')} [{finished}/{total}] {word:<8} {name}{('  ' + text) if text else ''}", file=out, flush=True)
+
+    def dep_status(d: str) -> str:
+        return status.get(d, "done")  # not selected: missing_deps() made sure it is complete
+
+    def log_of(node: Node, replica: int) -> Path:
+        return study.log_path(node) if replica == 0 else study.run_dir(node) / f"log-{replica + 1}.txt"
+
+    def launch(node: Node, st: NodeState) -> None:
+        slot = next(s for s in range(workers) if s not in running)
+        replica = launched[node.name]
+        argv = run_argv(study, node, data_root, best_params(study, node))
+        if st.status == "stale":  # run_study refused stale runs unless --rerun was given
+            argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")
+        log = log_of(node, replica)
+        running[slot] = _Job(node, executor(argv, log, envs[slot]), slot, time.monotonic(), replica)
+        launched[node.name] += 1
+        active[node.name] += 1
+        status[node.name] = "running"
+        gpu = envs[slot].get("CUDA_VISIBLE_DEVICES") if workers > 1 else None
+        where = f"worker {slot + 1}" + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
+        word = {"resume": "resume", "stale": "rerun"}.get(st.status, "start")
+        detail = f"{st.detail}; " if st.detail else ""
+        say(word, node.name + (f" (process {replica + 1}/{replicas[node.name]})" if replicas[node.name] > 1 else ""), f"{detail}{where}; log {log}")
+
+    def settle(name: str) -> None:
+        """All processes of ``name`` have exited: decide done or failed."""
+        node = study.nodes[name]
+        if name in reasons:
+            status[name] = "failed"
+            say("FAILED", name, reasons[name])
+            return
+        st = node_state(study, node)
+        if st.status == "complete":
+            status[name] = "done"
+            say("done", name, f"{st.detail}  ({_fmt_time(time.monotonic() - starts[name])})")
+        else:
+            status[name] = "failed"
+            reasons[name] = f"exited 0 but is not complete ({st.detail or st.status})"
+            say("FAILED", name, reasons[name])
+
+    starts: dict[str, float] = {}
+    try:
+        while True:
+            for name in chosen:
+                node = study.nodes[name]
+                if status[name] == "running":
+                    if launched[name] < replicas[name] and len(running) < workers:
+                        prog = sweep_progress(node.spec, study.out_dir, study.storage)
+                        if prog.finished + prog.running >= prog.target:
+                            launched[name] = replicas[name]  # the processes running now cover what is left
+                        elif prog.started:  # only once the first process has created the storage
+                            launch(node, NodeState("resume", prog.describe()))
+                    if active[name] == 0 and launched[name] == replicas[name]:
+                        settle(name)
+                    continue
+                if status[name] != "pending":
+                    continue
+                dstates = [dep_status(d) for d in node.deps]
+                bad = [d for d, s in zip(node.deps, dstates) if s in ("failed", "blocked")]
+                if bad:
+                    status[name] = "blocked"
+                    reasons[name] = f"needs {', '.join(bad)}"
+                    say("blocked", name, reasons[name])
+                    continue
+                if any(s != "done" for s in dstates) or len(running) == workers:
+                    continue
+                st = node_state(study, node)
+                if st.status == "complete":
+                    status[name] = "done"
+                    say("skip", name, f"complete ({st.detail})" if st.detail else "complete")
+                    continue
+                starts[name] = time.monotonic()
+                launch(node, st)
+            if not running:
+                break
+            time.sleep(POLL_S)
+            for slot, job in list(running.items()):
+                code = job.proc.poll()
+                if code is None:
+                    continue
+                del running[slot]
+                name = job.node.name
+                active[name] -= 1
+                if code != 0:
+                    log = log_of(job.node, job.replica)
+                    reasons.setdefault(name, f"{exit_text(code)}: {last_line(log)}  (log {log})")
+                    launched[name] = replicas[name]  # no more processes for a failing node
+                elif active[name] == 0 and launched[name] < replicas[name] and node_state(study, job.node).status == "complete":
+                    launched[name] = replicas[name]
+                if active[name] == 0 and launched[name] == replicas[name]:
+                    settle(name)
+    except KeyboardInterrupt:
+        # children in our process group got the SIGINT too; give them a moment to stop cleanly
+        for job in running.values():
+            terminate(job.proc, grace_s=30.0)
+        raise
+    failed = [n for n in chosen if status[n] == "failed"]
+    blocked = [n for n in chosen if status[n] == "blocked"]
+    done = sum(1 for n in chosen if status[n] == "done")
+    print(f"study {study.name!r}: {done} of {total} complete in {_fmt_time(time.monotonic() - t0)}; results under {study.out_dir}", file=out, flush=True)
+    if failed or blocked:
+        parts = []
+        if failed:
+            parts.append(f"{len(failed)} failed: " + "; ".join(f"{n} ({reasons[n]})" for n in failed))
+        if blocked:
+            parts.append(f"{len(blocked)} blocked: {', '.join(blocked)}")
+        print(f"reprlab: error: study {study.name!r}: " + " | ".join(parts) + "; fix and re-run the same command to continue", file=sys.stderr, flush=True)
+        return 1
+    return 0
