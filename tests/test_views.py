@@ -1,4 +1,4 @@
-"""Tests for batched per-sample view augmentation (reprlab.augment.views).
+"""Tests for batched per-sample view augmentation (reprlab.augment.views, .ops).
 
 Reference semantics are ``torchvision.transforms.v2.functional`` applied image by image; the
 batched ops must agree within one 8-bit grey level (1/255).
@@ -12,22 +12,19 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from reprlab.augment.views import (
-    ViewAugment,
-    ViewConfig,
+from reprlab.augment.configs import blur_kernel_size
+from reprlab.augment.ops import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
-    blur_kernel_size,
     gaussian_blur,
-    identity_params,
     resized_crop,
     rgb_to_grayscale,
     sample_crop_boxes,
     solarize,
-    MultiView,
 )
+from reprlab.augment.views import MultiView, ViewAugment, ViewConfig, identity_params
 from reprlab.errors import ReprlabError
 
 TOL = 1.0 / 255.0

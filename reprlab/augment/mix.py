@@ -14,12 +14,12 @@ handful of scalars used for control flow.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from reprlab.augment.configs import MixConfig
 from reprlab.errors import ReprlabError
 
 
@@ -130,43 +130,6 @@ def sample_beta(
 
 # ---------------------------------------------------------------------------------------------
 # CutMix / Mixup
-
-
-@dataclass
-class MixConfig:
-    """Batch-mixing settings for CutMix (Yun et al. 2019) and Mixup (Zhang et al. 2018)."""
-
-    cutmix_alpha: float = 1.0  # CutMix lambda ~ Beta(alpha, alpha); 1.0 (uniform) as in the paper
-    cutmix_prob: float = 0.0  # probability that a batch is CutMix-ed (0 disables CutMix)
-    mixup_alpha: float = 0.8  # Mixup lambda ~ Beta(alpha, alpha); small alpha keeps it near 0 or 1
-    mixup_prob: float = 0.0  # probability that a batch is Mixup-ed (0 disables Mixup)
-    switch_prob: float = 0.5  # with both enabled: chance a batch picks Mixup rather than CutMix
-    label_smoothing: float = 0.0  # target = (1 - eps) * mixed one-hot + eps / num_classes
-    per_sample: bool = True  # draw lambda (and CutMix box) per sample; False: one per batch
-
-    def validate(self) -> None:
-        """Raise :class:`ReprlabError` naming the first invalid field."""
-        for name in ("cutmix_alpha", "mixup_alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value > 0
-            ):
-                raise ReprlabError(f"mix.{name}={value!r} is invalid; expected a number > 0")
-        for name in ("cutmix_prob", "mixup_prob", "switch_prob"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0.0 <= value <= 1.0
-            ):
-                raise ReprlabError(f"mix.{name}={value!r} is invalid; expected a number in [0, 1]")
-        eps = self.label_smoothing
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps < 1.0:
-            raise ReprlabError(
-                f"mix.label_smoothing={eps!r} is invalid; expected a number in [0, 1)"
-            )
-        if not isinstance(self.per_sample, bool):
-            raise ReprlabError(
-                f"mix.per_sample={self.per_sample!r} is invalid; expected true or false"
-            )
 
 
 class BatchMix:
