@@ -25,8 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reprlab.augment.mix import MixConfig
-from reprlab.augment.views import ViewConfig
+from reprlab.augment.configs import MixConfig, ViewConfig  # dataclasses only: the config loads without torch
 from reprlab.errors import ReprlabError
 from reprlab.registry import METHODS
 from reprlab.schedules import SHAPES, ScalarSchedule, Scheduled, all_values
