@@ -78,9 +78,15 @@ def _main(argv: list[str] | None) -> int:
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, cat, *a, **k: f"reprlab: warning: {msg}\n"
     try:
+        if getattr(mods[args.command], "DATA_PARALLEL", False):
+            from reprlab import distributed
+
+            distributed.init_from_env()  # under torchrun: join the process group (else nothing)
         return _run(args, mods)
     finally:
-        paths.set_cli_data_root(saved_root)  # one call's --data-root never reaches the next (tests call main in-process)
+        paths.set_cli_data_root(saved_root)
+        if "reprlab.distributed" in sys.modules:
+            sys.modules["reprlab.distributed"].shutdown()  # one call's --data-root never reaches the next (tests call main in-process)
 
 
 def _run(args, mods) -> int:

@@ -124,6 +124,7 @@ class TrainConfig:
     progress: bool = True  # show a progress bar with throughput and ETA
     eval_test: bool = True  # evaluate the test split once at the end (final and best-on-val checkpoints)
     num_threads: int = 0  # CPU threads for torch; 0 = torch's default
+    sync_bn: str = "auto"  # data-parallel runs: BatchNorm statistics over the global batch: auto (on for self-supervised methods) | on | off
 
 
 @dataclass
@@ -379,6 +380,7 @@ CHOICES = {
     "optim.name": ("sgd", "adamw", "lars"),
     "schedule.name": ("multistep", "cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "train.sync_bn": ("auto", "on", "off"),
     "eval.protocol": ("cached", "augment"),
     "eval.finetune_mode": ("full", "head"),
     "data.labels": ("fine", "coarse"),

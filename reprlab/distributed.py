@@ -10,8 +10,13 @@ over gathered embeddings sends gradients back to every rank.
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
+
+from reprlab.errors import ReprlabError
 
 
 def is_distributed() -> bool:
@@ -48,9 +53,26 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum of ``t`` over ranks (a new tensor; differentiable when distributed)."""
     if not is_distributed():
         return t
-    from torch.distributed.nn.functional import all_reduce
+    return _AllReduceSum.apply(t)
 
-    return all_reduce(t, op=dist.ReduceOp.SUM)
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward sums the incoming gradients over ranks (every rank's
+    loss depends on every rank's input). Written here because torch 2.14 deprecates
+    ``torch.distributed.nn.functional.all_reduce`` and its replacement in
+    ``_functional_collectives`` has no autograd; tests/test_data_parallel.py checks it."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def gather_others(t: torch.Tensor) -> torch.Tensor:
@@ -64,3 +86,102 @@ def gather_others(t: torch.Tensor) -> torch.Tensor:
 
     parts = all_gather(t.contiguous())
     return torch.cat([p for i, p in enumerate(parts) if i != dist.get_rank()], dim=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The process group: joined when a launcher (torchrun, srun with the same variables) started us
+
+
+def launched() -> bool:
+    """Whether a launcher set the standard variables (``WORLD_SIZE`` above 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def init_from_env() -> bool:
+    """Join the process group that ``torchrun`` describes in ``RANK``/``WORLD_SIZE``/
+    ``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``: NCCL when CUDA is available (each rank on
+    ``cuda:LOCAL_RANK``), gloo otherwise. Without those variables nothing happens (False)."""
+    if not launched() or (dist.is_available() and dist.is_initialized()):
+        return is_distributed()
+    missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ReprlabError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set; start data-parallel runs with torchrun")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank())
+    timeout = timedelta(seconds=int(os.environ.get("REPRLAB_DIST_TIMEOUT", "1800")))
+    r, w = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    # The group's keys live under a prefix of their own per restart of the group: after
+    # torchrun --max-restarts brings a group back, a rank must not read the address a killed
+    # rank of the previous attempt published (measured here: gloo then fails to connect).
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), w, is_master=r == 0 and not agent, timeout=timeout, multi_tenant=not agent)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group("nccl" if cuda else "gloo", store=dist.PrefixStore(f"reprlab/attempt_{attempt}", store), rank=r, world_size=w, timeout=timeout)
+    return True
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that writes the run directory and prints progress."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` over ranks, no gradient (logged losses and scalars)."""
+    if not is_distributed():
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
+
+
+def broadcast_object(obj=None, src: int = 0):
+    """``obj`` of rank ``src`` on every rank (a decision, a one-line error)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (generator states at checkpoints)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard(n: int) -> slice:
+    """This rank's contiguous share of ``n`` rows for sharded evaluation (sizes differ by <= 1)."""
+    w, r = world_size(), rank()
+    return slice(r * n // w, (r + 1) * n // w)
+
+
+def gather_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Undo :func:`shard`: every rank's rows (no gradient), in rank order, ``n`` in all."""
+    if not is_distributed():
+        return t
+    w = dist.get_world_size()
+    size = max((r + 1) * n // w - r * n // w for r in range(w))
+    padded = torch.zeros((size, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: len(t)] = t
+    parts = [torch.empty_like(padded) for _ in range(w)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: (r + 1) * n // w - r * n // w] for r, p in enumerate(parts)])
+

@@ -19,8 +19,14 @@ from reprlab.errors import ReprlabError
 
 
 def resolve_device(name: str) -> torch.device:
+    """``train.device``; under a data-parallel launch ``auto``/``cuda`` mean this rank's GPU,
+    ``cuda:LOCAL_RANK``."""
+    from reprlab import distributed
+
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", distributed.local_rank()) if distributed.launched() else torch.device("cuda")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -81,7 +81,9 @@ def test_queue_holds_the_latest_projections_newest_first(cifar):
     z = capture_outputs(method.projector)
     method.train()
     for step in range(3):
-        method.training_step(batch(cifar, B, seed=step), None, torch.Generator().manual_seed(step), StepContext(step, 10, 10))
+        ctx = StepContext(step, 10, 10)
+        method.training_step(batch(cifar, B, seed=step), None, torch.Generator().manual_seed(step), ctx)
+        method.after_optimizer_step(ctx)  # the queue moves after the optimiser step
     for crop in range(2):
         latest = [F.normalize(z[s], dim=1)[crop * B : (crop + 1) * B] for s in (2, 1, 0)]
         assert torch.equal(method.queue[crop], torch.cat(latest)[:40])  # 16 + 16 + the first 8 of step 0
@@ -92,7 +94,9 @@ def test_queue_joins_the_codes_from_its_start_epoch_once_full(cifar):
     codes, scores = record_codes(method), capture_outputs(method.prototypes)
     method.train()
     for step in range(3):  # 2-step epochs: steps 0, 1 in epoch 0 (no queue), step 2 in epoch 1
-        method.training_step(batch(cifar, B, seed=step), None, torch.Generator().manual_seed(step), StepContext(step, 10, 2))
+        ctx = StepContext(step, 10, 2)
+        method.training_step(batch(cifar, B, seed=step), None, torch.Generator().manual_seed(step), ctx)
+        method.after_optimizer_step(ctx)
     for step in range(3):
         queue, q = codes[step]
         s = scores[step].chunk(2)  # the batch scores: the first prototype call of each step (the queue's come after, at step 2)

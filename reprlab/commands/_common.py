@@ -78,6 +78,10 @@ def execute_task(args: argparse.Namespace, cfg: Config, kind: str, runner: Calla
         print(dumps_toml(to_dict(cfg)), end="")
         return 0
     result = runner() if runner is not None else task.execute(cfg, kind, args.config, rerun=args.rerun)
+    from reprlab import distributed
+
+    if not distributed.is_main():
+        return 0  # rank 0 reports for the whole group
     print_result(result)
     sys.stdout.flush()
     print(f"reprlab: done: {task.run_path(cfg, kind, args.config)} (result.json)", file=sys.stderr)

@@ -8,6 +8,7 @@ from reprlab.commands._common import add_run_arguments, execute_task, recipe, ta
 
 NAME = "finetune"
 HELP = "fine-tune a pretrained backbone on CIFAR-100 (--mode full | head)"
+DATA_PARALLEL = True  # under torchrun the command joins the process group (reprlab.distributed)
 
 
 def add_arguments(p) -> None:

@@ -15,6 +15,7 @@ from reprlab.config import to_dict
 
 NAME = "probe"
 HELP = "linear protocol on CIFAR-100 over a frozen backbone (cached features, or --augment)"
+DATA_PARALLEL = True  # under torchrun the command joins the process group (reprlab.distributed)
 
 
 def add_arguments(p) -> None:
@@ -65,13 +66,18 @@ class FeatureCache:
         return blob["features"] if isinstance(blob, dict) and blob.get("fingerprint") == self.fingerprint else None
 
     def save(self, feats) -> None:
+        from reprlab import distributed
         from reprlab.io import atomic_torch_save
+
+        if not distributed.is_main():
+            return
 
         atomic_torch_save({"fingerprint": self.fingerprint, "features": feats}, self.path)
 
 
 def run_cached(cfg, config_path: str | None = None, rerun: bool = False) -> dict:
     """The cached linear protocol as a run: run directory, metrics.jsonl (the L2 sweep), result.json."""
+    from reprlab import distributed
     from reprlab.data.registry import load_splits
     from reprlab.eval.backbones import backbone_source, load_backbone
     from reprlab.eval.probe import cached_probe
@@ -87,7 +93,11 @@ def run_cached(cfg, config_path: str | None = None, rerun: bool = False) -> dict
             fingerprint["checkpoint"] = [bb.info.get("pretrain_step"), stat.st_size, stat.st_mtime_ns]
         if bb.source == "random-init":
             fingerprint["seed"] = cfg.train.seed
+        # Under data parallelism each rank extracts a share of the features and all fit the same
+        # small problem on the gathered ones (deterministic L-BFGS); rank 0 alone writes.
         out = cached_probe(bb, splits, cfg, device, FeatureCache(run.path / "features.pt", fingerprint))
+        if not distributed.is_main():
+            return out
         with open(run.metrics_file, "w") as f:
             for i, row in enumerate(out["l2_sweep"]):
                 f.write(json.dumps({"step": i, "epoch": i, "probe/l2": row["l2"], "probe/val_acc1": row["val_acc1"], "probe/train_acc1": row["train_acc1"]}) + "\n")

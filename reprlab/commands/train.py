@@ -6,6 +6,7 @@ from reprlab.commands._common import add_run_arguments, execute_task, task_confi
 
 NAME = "train"
 HELP = "supervised training from scratch (resumes when re-run)"
+DATA_PARALLEL = True  # under torchrun the command joins the process group (reprlab.distributed)
 
 
 def add_arguments(p) -> None:

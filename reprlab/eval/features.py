@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from reprlab import distributed
 from reprlab.data.device import iterate_eval, prepare_batch
 
 
@@ -26,7 +27,12 @@ def extract_features(
     """Pooled features (N, D) float32 of a uint8 array; images are resized on the device to
     ``resolution`` when it differs from theirs (e.g. 32 px CIFAR fed at 224 px to an ImageNet
     backbone). The model's train/eval mode is restored afterwards. ``on_batch(n)`` is called
-    after each batch of ``n`` images (a progress bar's ``update``)."""
+    after each batch of ``n`` images (a progress bar's ``update``).
+
+    Under data parallelism every rank extracts its share and every rank returns all features,
+    in order: call it on every rank."""
+    n = len(images_u8)
+    images_u8 = images_u8[distributed.shard(n)]
     was_training = model.training
     model.eval()
     out = []
@@ -37,4 +43,5 @@ def extract_features(
         if on_batch is not None:
             on_batch(len(x))
     model.train(was_training)
-    return torch.cat(out)
+    feats = torch.cat(out) if out else torch.zeros(0)
+    return distributed.gather_rows(feats, n) if distributed.is_distributed() else feats

@@ -105,6 +105,20 @@ class Method(nn.Module):
         """The loss of one uint8 batch and extra scalars to log (``{}`` when none)."""
         raise NotImplementedError
 
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, ctx: StepContext) -> StepOutput:
+        """:meth:`training_step`: the loop calls the method through ``DistributedDataParallel``
+        under data parallelism, and DDP calls ``forward``."""
+        return self.training_step(images, labels, generator, ctx)
+
+    def rank_state(self) -> dict[str, torch.Tensor]:
+        """State that differs between ranks under data parallelism (a per-rank queue); the
+        loop saves every rank's in the checkpoint. Everything else is identical on all ranks."""
+        return {}
+
+    def load_rank_state(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            getattr(self, k).copy_(v)
+
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Called after backward (gradients unscaled), before clipping and the optimiser step."""
 

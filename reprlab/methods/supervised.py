@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reprlab import distributed
 from reprlab.augment.basic import random_crop, random_flip
 from reprlab.augment.mix import BatchMix, rand_augment, random_erasing
 from reprlab.data.device import iterate_eval, prepare_batch, stats_tensors
@@ -98,7 +99,10 @@ class Supervised(Method):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (float32) over a uint8 array on the device, in eval mode."""
+        """Logits (float32) over a uint8 array on the device, in eval mode (sharded over ranks
+        under data parallelism, every rank gets all of them: call it on every rank)."""
+        n = len(images)
+        images = images[distributed.shard(n)]
         was_training = self.training
         self.eval()
         out = []
@@ -106,7 +110,7 @@ class Supervised(Method):
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
                 out.append(self._forward(self._prepare(images[sl])).float())
         self.train(was_training)
-        return torch.cat(out)
+        return distributed.gather_rows(torch.cat(out), n) if distributed.is_distributed() else torch.cat(out)
 
     def evaluate(self, split: str, epoch: int) -> dict[str, float]:
         s = getattr(self.splits, split)

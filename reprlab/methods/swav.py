@@ -121,11 +121,12 @@ class SwAV(SSLMethod):
         z = F.normalize(self.projector(torch.cat(self.encode_crops(crops))).float(), dim=1)
         scores = self.scores(z).chunk(len(crops))
         codes = self.assign([s.detach() for s in scores[:N_ASSIGN]], ctx)
-        if self.queue.shape[1] > 0:
-            with torch.no_grad():
-                new = z[: N_ASSIGN * batch].detach().view(N_ASSIGN, batch, -1)
-                self.queue.copy_(torch.cat([new, self.queue], dim=1)[:, : self.queue.shape[1]])
+        if self.queue.shape[1] > 0:  # enqueued after the optimiser step (not on an fp16-skipped one)
+            self._pending = z[: N_ASSIGN * batch].detach().view(N_ASSIGN, batch, -1)
         return swav_loss(scores, codes, self.cfg.method.temperature, tuple(range(N_ASSIGN))), {}
+
+    def rank_state(self):
+        return {"queue": self.queue}  # each rank queues its own projections (queue_size / world rows)
 
     def before_optimizer_step(self, ctx):
         if ctx.epoch < self.cfg.method.freeze_prototypes_epochs:
@@ -133,5 +134,8 @@ class SwAV(SSLMethod):
 
     def after_optimizer_step(self, ctx):
         super().after_optimizer_step(ctx)
+        new, self._pending = getattr(self, "_pending", None), None
+        if new is not None:
+            self.queue.copy_(torch.cat([new, self.queue], dim=1)[:, : self.queue.shape[1]])
         if ctx.epoch >= self.cfg.method.freeze_prototypes_epochs:  # frozen rows are already unit
             self._normalize_prototypes()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from reprlab import distributed
 from reprlab.config import Config, to_dict
 from reprlab.data.device import epoch_order
 from reprlab.errors import NonFiniteLossError, ReprlabError
@@ -57,7 +58,11 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
     tc = cfg.train
     train = method.splits.train
     n = len(train)
-    batch = tc.batch_size
+    batch = tc.batch_size  # the global batch: each of the world's ranks takes batch / world of it
+    world, rank = distributed.world_size(), distributed.rank()
+    if batch % world:
+        raise ReprlabError(f"train.batch_size={batch} does not divide over {world} ranks; use a multiple of {world}")
+    local = batch // world
     steps_per_epoch = n // batch  # drop_last: every step sees a full batch (BN and contrastive losses want that)
     if steps_per_epoch == 0:
         raise ReprlabError(f"train.batch_size={batch} is larger than the training split ({n} images)")
@@ -75,44 +80,67 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
     method.to(device)
     if cfg.model.channels_last:
         method.to(memory_format=torch.channels_last)
+    if world > 1 and _sync_bn(tc.sync_bn, method):
+        from reprlab.models.sync_bn import convert_sync_batchnorm
+
+        convert_sync_batchnorm(method, device)
     wd = cfg.optim.weight_decay  # a number or a ScalarSchedule (DINO: 0.04 -> 0.4)
     groups = param_groups(method.named_trainable(), all_values(wd)[0], cfg.optim.no_decay_norm_bias)
     optimizer = build_optimizer(groups, cfg.optim)
     wd_scheduled = not isinstance(wd, (int, float))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 12345)
+    aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 12345 + 7919 * rank)  # each rank its own stream
 
     step, best = 0, {"metric": method.selection_metric, "value": -math.inf, "step": None}
     resumed_from, segments = None, []
     if run.last.is_file():
         ckpt = _load_checkpoint(run.last)
+        if ckpt.get("world_size", 1) != world:
+            raise ReprlabError(f"{run.last} was written by a run on {ckpt.get('world_size', 1)} process(es); resume it on the same number (this is {world}), or --rerun")
+        own = ckpt["ranks"][rank] if world > 1 else ckpt
         method.load_state_dict(ckpt["method"])
+        method.load_rank_state(own.get("rank_state", {}))
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-        aug_gen.set_state(ckpt["aug_generator"].to(aug_gen.get_state().device))
-        set_rng_state(ckpt["rng"])
+        aug_gen.set_state(own["aug_generator"].to(aug_gen.get_state().device))
+        set_rng_state(own["rng"])
         step, best = ckpt["step"], ckpt["best"]
         segments = ckpt.get("segments", [])
         resumed_from = step
-        if best["step"] == step and checkpoint_step(run.best) != step:
+        if rank == 0 and best["step"] == step and checkpoint_step(run.best) != step:
             copy_atomic(run.last, run.best)  # killed between writing last.pt and best.pt
-        print(f"resuming {run.path} from step {step}", file=sys.stderr)
+        if rank == 0:
+            print(f"resuming {run.path} from step {step}", file=sys.stderr)
     if cfg.model.compile:
         method.compile()
-    logger = MetricsLogger(run, resumed_from)
+    forward = method.training_step
+    if world > 1:
+        # Gradients averaged over ranks by PyTorch's DDP (bucketed, overlapped with backward).
+        # Buffers are not broadcast per step: they are equal on every rank by construction
+        # (same seed; queues and centres are updated from gathered values).
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(method, forward_sync_buffers=False)
+    logger = MetricsLogger(run, resumed_from) if rank == 0 else _NoLogger()
 
     def checkpoint(path: Path, **extra) -> None:
+        # Every rank calls this (its generator states are gathered); rank 0 writes the file.
+        own = {"aug_generator": aug_gen.get_state(), "rng": get_rng_state(), "rank_state": {k: v.detach().cpu() for k, v in method.rank_state().items()}}
+        ranks = distributed.all_gather_object(own) if world > 1 else None
+        if rank != 0:
+            return
         atomic_torch_save(
             {
                 "method": method.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
-                "aug_generator": aug_gen.get_state(),
-                "rng": get_rng_state(),
+                **own,
                 "step": step,
                 "best": best,
                 "segments": segments + [segment()],
                 "config": to_dict(cfg),
+                "world_size": world,
+                **({"ranks": ranks} if ranks else {}),
                 **method_meta(method, cfg),
                 **extra,
             },
@@ -126,7 +154,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
 
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    bar = _progress(tc.progress, total_steps, step, batch)
+    bar = _progress(tc.progress and rank == 0, total_steps, step, batch)
     losses: list[torch.Tensor] = []
     extras: dict[str, list] = {}  # the method's extra scalars of the interval, by key
     t_start, t_imgs, t_paused = time.perf_counter(), 0, 0.0  # paused: evaluation and checkpoint time
@@ -137,7 +165,8 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
             epoch, pos = divmod(step, steps_per_epoch)
             if order is None or pos == 0:
                 order = epoch_order(n, tc.seed, epoch).to(device)
-            idx = order[pos * batch : (pos + 1) * batch]
+            start = pos * batch + rank * local  # this rank's slice of the global batch
+            idx = order[start : start + local]
             ctx = StepContext(step, total_steps, steps_per_epoch)
             factor = lr_factor(step, total_steps, steps_per_epoch, cfg.schedule)
             wd_now = value_at(wd, step, total_steps, steps_per_epoch) if wd_scheduled else None
@@ -145,12 +174,12 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                 g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
                 if wd_now is not None and not g["lars_exclude"]:
                     g["weight_decay"] = wd_now
-            loss, extra = train_step(method, optimizer, scaler, images[idx], labels[idx], aug_gen, ctx, cfg.optim.grad_clip, autocast)
+            loss, extra = train_step(method, optimizer, scaler, images[idx], labels[idx], aug_gen, ctx, cfg.optim.grad_clip, autocast, forward)
             losses.append(loss.detach())
             for k, v in extra.items():
                 extras.setdefault(k, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
             step += 1
-            t_imgs += len(idx)
+            t_imgs += batch
             if bar is not None:
                 bar.update(1)
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
@@ -159,7 +188,9 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                 # extra scalars) come to the host together, so a NaN is reported with its exact
                 # step and no checkpoint is written after it.
                 tensor_keys = [k for k, vs in extras.items() if isinstance(vs[0], torch.Tensor)]
-                host = torch.stack([torch.stack(losses).float()] + [torch.stack(extras[k]) for k in tensor_keys]).tolist()
+                # Under data parallelism the logged values are means over ranks, so every rank
+                # sees the same numbers (a non-finite loss stops all of them at the same step).
+                host = distributed.mean_over_ranks(torch.stack([torch.stack(losses).float()] + [torch.stack(extras[k]) for k in tensor_keys])).tolist()
                 interval = host[0]
                 bad = next((i for i, v in enumerate(interval) if not math.isfinite(v)), None)
                 if bad is not None:
@@ -196,7 +227,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
                     # last.pt first, then best.pt as its copy: a kill in between leaves a last.pt whose
                     # best record points at its own step, and resuming restores best.pt from it.
                     checkpoint(run.last)
-                    if improved:
+                    if improved and rank == 0:
                         copy_atomic(run.last, run.best)
                     t_paused += time.perf_counter() - t_pause
                 elif ckpt_every and step % ckpt_every == 0:
@@ -209,6 +240,7 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
         if bar is not None:
             bar.close()
         logger.close()
+    distributed.barrier()  # rank 0's last.pt and best.pt are on disk before any rank reads them
     segments = segments + [segment()]
     # A resumed run reports the whole run: the segments of processes that were killed count up
     # to their last checkpoint (what they did after it was redone, and is counted again).
@@ -224,10 +256,13 @@ def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitRe
     )
 
 
-def train_step(method: Method, optimizer, scaler, images, labels, generator, ctx: StepContext, grad_clip: float = 0.0, autocast=contextlib.nullcontext):
-    """One update, with the method's hooks at their fixed points; returns (loss, extra scalars)."""
+def train_step(method: Method, optimizer, scaler, images, labels, generator, ctx: StepContext, grad_clip: float = 0.0, autocast=contextlib.nullcontext, forward=None):
+    """One update, with the method's hooks at their fixed points; returns (loss, extra scalars).
+
+    ``forward`` is ``method.training_step`` or, under data parallelism, the method wrapped in
+    ``DistributedDataParallel`` (whose backward averages the gradients over ranks)."""
     with autocast():
-        loss, extra = method.training_step(images, labels, generator, ctx)
+        loss, extra = (forward or method.training_step)(images, labels, generator, ctx)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # a no-op without fp16 loss scaling; hooks and clipping see true gradients
@@ -266,6 +301,24 @@ def method_meta(method: Method, cfg: Config) -> dict:
 # above) for the whole package.
 copy_atomic = atomic_copy  # best.pt as a copy of last.pt: written whole or not at all
 _load_checkpoint = load_checkpoint  # an unreadable checkpoint is a one-line error naming the file
+
+
+def _sync_bn(setting: str, method: Method) -> bool:
+    """``train.sync_bn``: on, off, or auto = on for self-supervised methods (their losses compare
+    samples across the batch, and per-rank statistics would leak which rank a sample is on)."""
+    from reprlab.methods.ssl import SSLMethod
+
+    return setting == "on" or (setting == "auto" and isinstance(method, SSLMethod))
+
+
+class _NoLogger:
+    """Ranks other than 0 write nothing."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _progress(enabled: bool, total: int, initial: int, batch: int):

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from reprlab import distributed
 from reprlab.config import Config, flatten, get_key, to_dict
 from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
@@ -83,24 +84,44 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
     device = setup(cfg)
     name = run_name(cfg, kind, config_path)
     run = RunDir(Path(cfg.run.out_dir) / name)
-    if not rerun:
-        run.check_config(cfg)
-        if run.is_complete():
+    # Rank 0 alone reads and writes the run directory's bookkeeping and tells the other ranks
+    # what it decided (under data parallelism); every rank then trains, resuming from last.pt.
+    decision = _decide(cfg, run, rerun) if distributed.is_main() else None
+    decision = distributed.broadcast_object(decision)
+    if decision[0] == "error":
+        raise ReprlabError(decision[1])  # the same one-line message on every rank
+    if decision[0] == "complete":
+        if distributed.is_main():
             print(f"reprlab: run directory {run.path}: already complete (--rerun runs it again)", file=sys.stderr)
-            return read_result(run.path)
-    state = "replacing the previous run" if rerun and run.path.is_dir() else ("resuming" if run.last.is_file() else "new run")
-    print(f"reprlab: run directory {run.path} ({state})", file=sys.stderr, flush=True)
-    run.open(cfg, device, rerun=rerun)
+        return decision[1]
+    if distributed.is_main():
+        print(f"reprlab: run directory {run.path} ({decision[1]})", file=sys.stderr, flush=True)
+        run.open(cfg, device, rerun=rerun)
+    distributed.barrier()  # a --rerun has cleared the directory before any rank looks for last.pt
     try:
         result = body(run, device, name)
-        run.write_result(result)
+        if distributed.is_main():
+            run.write_result(result)
     except BaseException as e:
-        if not isinstance(e, (KeyboardInterrupt, SystemExit)):  # an interrupted run resumes; it did not fail
+        if distributed.is_main() and not isinstance(e, (KeyboardInterrupt, SystemExit)):  # an interrupted run resumes; it did not fail
             run.write_failure(failure_record(cfg, kind, name, run, e))
         raise
     finally:
-        run.unlock()
+        if distributed.is_main():
+            run.unlock()
     return result
+
+
+def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
+    """("error", message) | ("complete", result) | ("run", what happens to the directory)."""
+    try:
+        if not rerun:
+            run.check_config(cfg)
+            if run.is_complete():
+                return ("complete", read_result(run.path))
+    except ReprlabError as e:
+        return ("error", str(e))
+    return ("run", "replacing the previous run" if rerun and run.path.is_dir() else ("resuming" if run.last.is_file() else "new run"))
 
 
 def failure_record(cfg: Config, kind: str, name: str, run: RunDir, error: BaseException) -> dict:
