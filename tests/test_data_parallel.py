@@ -209,3 +209,25 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_finishes_as_if_unint
     wa, wb = weights(tmp_path / "clean" / "r"), weights(tmp_path / "killed" / "r")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert len(b["segments"]) == 2
+
+
+def test_study_gpus_per_run_launches_each_training_run_under_torchrun(tmp_path, data_root, cache_root):
+    # On CPU a run of `study run --gpus-per-run 2` is 2 gloo processes: the same path as 2 GPUs.
+    study = tmp_path / "s.toml"
+    over = ", ".join(json.dumps(o) for o in [*SUPERVISED, *COMMON, f'data.cache_dir="{cache_root}"'])
+    study.write_text(f'[study]\nname = "dp"\nout_dir = "{tmp_path / "out"}"\n[[run]]\nname = "a"\ncommand = "train"\noverrides = [{over}]\n')
+    dry = subprocess.run([sys.executable, "-m", "reprlab", "study", "run", str(study), "--dry-run", "--gpus-per-run", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert "torchrun --standalone --nproc-per-node 2 -m reprlab train" in dry.stdout, dry.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", str(study), "--gpus-per-run", "2"], cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-2000:]
+    ck = torch.load(tmp_path / "out" / "a" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert ck["world_size"] == 2  # trained by two ranks
+    assert json.loads((tmp_path / "out" / "a" / "result.json").read_text())["steps"] == STEPS

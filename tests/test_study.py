@@ -591,3 +591,23 @@ def test_methods_override_all_and_errors(tmp_path):
     f.write_text('[study]\nname = "s"\n[[run]]\nname = "a"\ncommand = "pretrain"\nconfig = "configs/pretrain/{model}_cifar100.toml"\nseeds = [0]\n')
     with pytest.raises(ReprlabError, match=r"config placeholder \{model\} is not an axis"):
         load_study(f)
+
+
+def test_gpus_per_run_wraps_training_commands_in_torchrun_and_groups_gpus(monkeypatch):
+    from reprlab.studies import runner
+    from reprlab.studies.process import display, under_torchrun
+
+    argv = [sys.executable, "-m", "reprlab", "--data-root", "d", "pretrain", "--config", "c.toml"]
+    assert display(under_torchrun(argv, 2)) == "torchrun --standalone --nproc-per-node 2 -m reprlab --data-root d pretrain --config c.toml"
+    assert under_torchrun(argv, 1) == argv
+    sweep = [sys.executable, "-m", "reprlab", "sweep", "s.toml"]
+    assert under_torchrun(sweep, 4) == sweep  # a sweep process stays one process
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    envs = runner.worker_envs(4, 2)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "2,3", "4,5", "6,7"]
+    with pytest.raises(ReprlabError, match=r"--workers 3 x --gpus-per-run 4 needs 12 GPUs; 8 visible"):
+        runner.worker_envs(3, 4)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    cores = len(os.sched_getaffinity(0))
+    assert runner.worker_envs(1, 2)[0]["OMP_NUM_THREADS"] == str(max(1, cores // 2))  # the run's 2 processes share the cores

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r = sub.add_parser("run", help="run (or --dry-run) a study", description="Run a study: each run is a `reprlab` child process; complete runs are skipped, interrupted ones resume.")
     r.add_argument("study", metavar="NAME|FILE", help="a built-in study name (see `reprlab study list`) or a study TOML file")
     r.add_argument("--workers", type=int, default=1, help="runs executed in parallel (one GPU each, round-robin; on CPU the cores are split)")
+    r.add_argument("--gpus-per-run", type=int, default=1, metavar="K", help="each training run data-parallel on K devices under torchrun (GPU groups of K per worker via CUDA_VISIBLE_DEVICES; on CPU K gloo processes)")
     r.add_argument("--only", action="append", metavar="PATTERN", help="only runs whose expanded name matches this fnmatch pattern (repeatable); refuses when a selected run needs an incomplete unselected one")
     r.add_argument("--dry-run", action="store_true", help="list every run in order with its command line and what would happen, start nothing")
     r.add_argument("--rerun", action="store_true", help="replace stale runs (their directory holds results of another config than the study's now) instead of refusing to start")
@@ -55,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
         return runner.status(study, args.only)
     data_root = getattr(args, "data_root", None)
     if args.dry_run:
-        return runner.dry_run(study, args.only, data_root)
-    return runner.run_study(study, workers=args.workers, only=args.only, data_root=data_root, rerun=args.rerun)
+        return runner.dry_run(study, args.only, data_root, gpus_per_run=args.gpus_per_run)
+    return runner.run_study(study, workers=args.workers, gpus_per_run=args.gpus_per_run, only=args.only, data_root=data_root, rerun=args.rerun)

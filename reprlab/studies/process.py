@@ -21,10 +21,28 @@ def reprlab_argv(data_root: str | None, command: str) -> list[str]:
     return [sys.executable, "-m", "reprlab", *(["--data-root", data_root] if data_root else []), command]
 
 
+#: the commands that train data-parallel under torchrun (reprlab.commands.*.DATA_PARALLEL)
+DATA_PARALLEL_COMMANDS = ("train", "pretrain", "finetune", "probe")
+
+
+def under_torchrun(argv: list[str], nproc: int) -> list[str]:
+    """``python -m reprlab CMD ...`` as ``python -m torch.distributed.run --standalone
+    --nproc-per-node N -m reprlab CMD ...``: torchrun picks a free rendezvous port, so
+    several such runs side by side never collide. Other commands (sweeps) are unchanged."""
+    if nproc <= 1 or argv[1:3] != ["-m", "reprlab"]:
+        return argv
+    command = next((a for a in argv[3:] if not a.startswith("-") and a in DATA_PARALLEL_COMMANDS), None)
+    if command is None:
+        return argv
+    return [argv[0], "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *argv[1:]]
+
+
 def display(argv: list[str]) -> str:
     """A command line to show: ``reprlab ...`` instead of ``/path/python -m reprlab ...``."""
     if argv[1:3] == ["-m", "reprlab"]:
         argv = ["reprlab", *argv[3:]]
+    elif argv[1:3] == ["-m", "torch.distributed.run"]:
+        argv = ["torchrun", *argv[3:]]
     return shlex.join(argv)
 
 

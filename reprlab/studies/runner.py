@@ -35,7 +35,7 @@ from typing import IO, Any, Callable
 from reprlab.errors import ReprlabError
 from reprlab.io import FileLock, atomic_write_text, make_dirs
 from reprlab.studies.checks import did_you_mean
-from reprlab.studies.process import display, exit_text, last_line, reprlab_argv, spawn, terminate
+from reprlab.studies.process import display, exit_text, last_line, reprlab_argv, spawn, terminate, under_torchrun
 from reprlab.studies.results import accuracy_text, best_trial, read_complete, read_failure
 from reprlab.studies.spec import Node, Study, run_argv
 from reprlab.studies.sweep import sweep_progress
@@ -185,7 +185,7 @@ def _summary(chosen: list[str], states: dict[str, NodeState], total: int) -> str
     return f"{len(chosen)} of {total} runs selected: {counts['complete']} complete, {counts['resume']} to resume, {counts['new']} new, {counts['stale']} stale"
 
 
-def dry_run(study: Study, only: list[str] | None = None, data_root: str | None = None, out: IO[str] = sys.stdout) -> int:
+def dry_run(study: Study, only: list[str] | None = None, data_root: str | None = None, out: IO[str] = sys.stdout, gpus_per_run: int = 1) -> int:
     """Print every expanded run in execution order, its command line and what would happen."""
     chosen = select(study, only)
     states = {name: node_state(study, node) for name, node in study.nodes.items()}
@@ -203,7 +203,7 @@ def dry_run(study: Study, only: list[str] | None = None, data_root: str | None =
         argv = run_argv(study, node, data_root, best)
         if st.status == "stale":
             argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")  # what `study run --rerun` starts
-        line = display(argv)
+        line = display(under_torchrun(argv, gpus_per_run))
         if node.kind == "run" and node.spec.best_of is not None and best is None:
             line += f"  <+ best parameters of {node.spec.best_of}>"
         print(f"{i:3d}. {name:<{width}}  {reason}", file=out)
@@ -229,15 +229,16 @@ def status(study: Study, only: list[str] | None = None, out: IO[str] | None = No
 # ============================================================================================
 
 
-def worker_envs(workers: int) -> list[dict[str, str]]:
-    """One environment per worker: its own GPU, or its share of the CPU threads.
+def worker_envs(workers: int, gpus_per_run: int = 1) -> list[dict[str, str]]:
+    """One environment per worker: its own GPU (its group of ``gpus_per_run`` GPUs), or its
+    share of the CPU threads (split again over the ``gpus_per_run`` processes of a run).
 
     CPU threads go through ``OMP_NUM_THREADS`` rather than ``train.num_threads``: the config of
     a run directory must not depend on how many workers the runner happened to have, or a
     resume with another ``--workers`` would be refused as a different config.
     """
     base = dict(os.environ)
-    if workers <= 1:
+    if workers <= 1 and gpus_per_run <= 1:
         return [base]
     import torch
 
@@ -245,9 +246,13 @@ def worker_envs(workers: int) -> list[dict[str, str]]:
     if n_gpu:
         visible = base.get("CUDA_VISIBLE_DEVICES")
         ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(n_gpu)]
+        if gpus_per_run > 1:
+            if workers * gpus_per_run > len(ids):
+                raise ReprlabError(f"--workers {workers} x --gpus-per-run {gpus_per_run} needs {workers * gpus_per_run} GPUs; {len(ids)} visible ({','.join(ids)})")
+            return [{**base, "CUDA_VISIBLE_DEVICES": ",".join(ids[i * gpus_per_run : (i + 1) * gpus_per_run])} for i in range(workers)]
         return [{**base, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(workers)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = str(max(1, cores // workers))
+    threads = str(max(1, cores // (workers * gpus_per_run)))
     return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(workers)]
 
 
@@ -269,6 +274,7 @@ class _Job:
 def run_study(
     study: Study,
     workers: int = 1,
+    gpus_per_run: int = 1,
     only: list[str] | None = None,
     data_root: str | None = None,
     out: IO[str] = sys.stdout,
@@ -287,6 +293,8 @@ def run_study(
     """
     if workers < 1:
         raise ReprlabError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_run < 1:
+        raise ReprlabError(f"--gpus-per-run must be >= 1, got {gpus_per_run}")
     chosen = select(study, only)
     states = {name: node_state(study, study.nodes[name]) for name in study.nodes}
     stale = [n for n in chosen if states[n].status == "stale"]
@@ -306,11 +314,11 @@ def run_study(
     make_dirs(study.out_dir)
     with FileLock(study.out_dir / ".study.lock", f"study directory {study.out_dir}"):
         atomic_write_text(study.out_dir / "study.toml", study.path.read_text())  # what produced this folder
-        return _schedule(study, chosen, workers, data_root, out, executor or spawn)
+        return _schedule(study, chosen, workers, data_root, out, executor or spawn, gpus_per_run)
 
 
-def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | None, out: IO[str], executor: Callable) -> int:
-    envs = worker_envs(workers)
+def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | None, out: IO[str], executor: Callable, gpus_per_run: int = 1) -> int:
+    envs = worker_envs(workers, gpus_per_run)
     status: dict[str, str] = {n: "pending" for n in chosen}  # pending | running | done | failed | blocked
     reasons: dict[str, str] = {}
     # a sweep may run as several processes sharing one Optuna storage (``parallel``)
@@ -338,11 +346,12 @@ def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | No
         if st.status == "stale":  # run_study refused stale runs unless --rerun was given
             argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")
         log = log_of(node, replica)
+        argv = under_torchrun(argv, gpus_per_run)  # each train/pretrain/finetune/probe on its K devices
         running[slot] = _Job(node, executor(argv, log, envs[slot]), slot, time.monotonic(), replica)
         launched[node.name] += 1
         active[node.name] += 1
         status[node.name] = "running"
-        gpu = envs[slot].get("CUDA_VISIBLE_DEVICES") if workers > 1 else None
+        gpu = envs[slot].get("CUDA_VISIBLE_DEVICES") if workers > 1 or gpus_per_run > 1 else None
         where = f"worker {slot + 1}" + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
         word = {"resume": "resume", "stale": "rerun"}.get(st.status, "start")
         detail = f"{st.detail}; " if st.detail else ""
