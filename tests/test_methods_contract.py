@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from reprlab.config import field_comments, load_config
+from reprlab.errors import ReprlabError
 from reprlab.methods.base import StepContext
 from reprlab.methods.ssl import SSLMethod
 from reprlab.registry import METHODS
@@ -159,3 +160,20 @@ def test_a_compiled_method_keeps_its_state_dict_keys(name):
     b.load_state_dict(a.state_dict())  # strict
     legacy = {**a.state_dict(), **{"_encode." + k[len("backbone."):]: v for k, v in a.state_dict().items() if k.startswith("backbone.")}}
     b.load_state_dict(legacy)  # checkpoints of earlier versions carried the alias too
+
+
+@pytest.mark.parametrize("name", ["byol", "mocov2", "dino"])
+def test_an_ema_momentum_outside_0_1_is_refused_at_any_point_of_its_schedule(name):
+    with pytest.raises(ReprlabError, match=r"config key 'method.momentum': expected values in \[0, 1\]"):
+        load_config(f"configs/pretrain/{name}_cifar100.toml", ["method.momentum={start=0.99, end=1.5}"])
+    load_config(f"configs/pretrain/{name}_cifar100.toml", ["method.momentum={start=0.9, end=1.0}"])
+
+
+@pytest.mark.realdata
+def test_dino_takes_the_largest_crops_as_global_whatever_the_views_are_named(cifar):
+    from helpers_methods import tiny_method
+
+    m = tiny_method("dino", cifar, "views.local.count=2")
+    assert m.n_global == 2 and len(m.views) == 4
+    with pytest.raises(ReprlabError, match="DINO needs at least 2 global crops"):
+        tiny_method("dino", cifar, "views.global2.size=16")  # then only one crop is of the largest size

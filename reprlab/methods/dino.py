@@ -41,6 +41,7 @@ import torch
 from reprlab import distributed
 from reprlab.augment.views import ViewConfig
 from reprlab.losses import dino_center_update, dino_loss
+from reprlab.errors import ReprlabError
 from reprlab.methods.base import register_method
 from reprlab.methods.ssl import SSLConfig, SSLMethod, check
 from reprlab.models.heads import DINOHead
@@ -92,7 +93,11 @@ class DINO(SSLMethod):
         self.teacher_backbone = self.momentum_target(self.backbone)
         self.teacher_head = self.momentum_target(self.head)
         self.register_buffer("center", torch.zeros(1, m.out_dim))
-        self.n_global = len(self.views) - self.views.count("local")  # crops come in declared order: globals first
+        # Global crops are the largest ones (the teacher sees only those); they must come first.
+        sizes = [size for _, size in self.views.layout]
+        self.n_global = sum(size == max(sizes) for size in sizes)
+        if sizes[: self.n_global] != [max(sizes)] * self.n_global or self.n_global < 2:
+            raise ReprlabError(f"DINO needs at least 2 global crops (the largest size) declared before the local ones; views give {self.views.layout}")
 
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method

@@ -40,6 +40,10 @@ class SSLConfig(MethodConfig):
         check(self, "knn_temperature", self.knn_temperature > 0, "> 0")
         check(self, "knn_every_epochs", self.knn_every_epochs >= 0, ">= 0")
         check(self, "knn_bank_size", self.knn_bank_size >= 0, ">= 0")
+        if hasattr(self, "momentum"):  # an EMA momentum (BYOL, MoCo, DINO): every value it takes in [0, 1]
+            from reprlab.schedules import all_values
+
+            check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1] (1 = the target never moves)")
 
 
 def check(cfg, key: str, ok: bool, expected: str) -> None:
