@@ -25,18 +25,25 @@ class Registry(Generic[T]):
         self._loaded = False
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: register ``obj`` under ``name`` (a class also gets ``obj.name = name``)."""
+
         def wrap(obj: T) -> T:
-            if name in self._entries and self._entries[name] is not obj:
-                raise ValueError(f"{self.kind} {name!r} registered twice")
-            self._entries[name] = obj
+            self.add(name, obj)
             if isinstance(obj, type):
                 obj.name = name
             return obj
 
         return wrap
 
+    def add(self, name: str, obj: T) -> T:
+        """Register ``obj`` under ``name``; a second, different entry of one name is a bug."""
+        if name in self._entries and self._entries[name] is not obj:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        self._entries[name] = obj
+        return obj
+
     def _load(self, name: str | None = None) -> None:
-        if name is not None and name not in self._entries:
+        if name is not None and name not in self._entries and name.isidentifier() and not name.startswith("_") and name not in self.skip:
             try:  # the usual case: the entry lives in a module of its own name
                 importlib.import_module(f"{self.package}.{name}")
             except ModuleNotFoundError as e:
@@ -70,5 +77,7 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
-#: self-supervised and supervised methods: ``reprlab/methods/<name>.py``
+#: self-supervised and supervised methods: ``reprlab/methods/<name>.py``; the models
+#: (``reprlab.models.registry.MODELS``) and datasets (``reprlab.data.registry.DATASETS``) are
+#: registries of this class too, next to their decorators
 METHODS: Registry = Registry("method", "reprlab.methods", skip=("base", "ssl"))

@@ -106,7 +106,7 @@ def test_cached_probe_without_test_never_touches_the_test_split(tmp_path):
 
 
 def test_feature_cache_ignores_features_of_another_configuration(tmp_path):
-    from reprlab.commands.probe import FeatureCache
+    from reprlab.eval.probe import FeatureCache
 
     feats = {"train": torch.ones(2, 3)}
     FeatureCache(tmp_path / "f.pt", {"resolution": 32}).save(feats)

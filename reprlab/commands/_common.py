@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from reprlab.config import Config, load_config
+from reprlab.result import task_kind
 
 
 def add_run_arguments(p: argparse.ArgumentParser, default_config: str | None = None) -> None:
@@ -48,10 +49,6 @@ def print_result(result: dict) -> None:
     print(json.dumps(out, indent=2))
 
 
-#: task kinds whose backbone comes from ``eval.backbone`` (its architecture from the checkpoint)
-BACKBONE_KINDS = ("probe", "probe-augment", "finetune-full", "finetune-head")
-
-
 def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> tuple[Config, str]:
     """(resolved config, task kind) of a run command: what ``--print-config`` prints, what the
     run records in config.toml and what a study compares with a run directory's config.
@@ -61,15 +58,15 @@ def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], e
     a backbone record the architecture that is built (:func:`reprlab.eval.backbones.record_architecture`)."""
     cfg = resolve(args, extra, default_config)
     kind = kind(cfg) if callable(kind) else kind
-    if kind in BACKBONE_KINDS:
+    if task_kind(kind).backbone:  # its architecture comes from the checkpoint
         from reprlab.eval.backbones import record_architecture
 
         record_architecture(cfg)
     return cfg, kind
 
 
-def execute_task(args: argparse.Namespace, cfg: Config, kind: str, runner: Callable[[], dict] | None = None) -> int:
-    """``--print-config``: print ``cfg``; else run it (``runner``, default the one loop), print
+def execute_task(args: argparse.Namespace, cfg: Config, kind: str) -> int:
+    """``--print-config``: print ``cfg``; else run it (:func:`reprlab.train.task.execute`), print
     the result's headline and, last, the run directory."""
     from reprlab.config import dumps_toml, to_dict
     from reprlab.train import task
@@ -77,7 +74,7 @@ def execute_task(args: argparse.Namespace, cfg: Config, kind: str, runner: Calla
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0
-    result = runner() if runner is not None else task.execute(cfg, kind, args.config, rerun=args.rerun)
+    result = task.execute(cfg, kind, args.config, rerun=args.rerun)
     from reprlab import distributed
 
     if not distributed.is_main():

@@ -7,32 +7,26 @@ applied here, once, for every dataset alike.
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from reprlab.data.splits import nested_fraction, stratified_split
 from reprlab.data.types import Splits
-from reprlab.errors import ReprlabError
+from reprlab.registry import Registry
 
-DATASETS: dict[str, Callable] = {}
+#: loaders ``fn(cfg.data) -> Splits``: CIFAR-100 here; the other datasets live in modules of
+#: their own (``tinyimagenet.py``, ``imagefolder.py``) and register themselves when imported, on
+#: the first look-up of a name not registered yet
+DATASETS: Registry[Callable] = Registry("dataset", "reprlab.data", skip=("registry",))
 
 
 def register_dataset(name: str) -> Callable[[Callable], Callable]:
-    def wrap(fn: Callable) -> Callable:
-        DATASETS[name] = fn
-        return fn
-
-    return wrap
+    """Decorator: register a loader ``fn(cfg.data) -> Splits`` under ``name``."""
+    return DATASETS.register(name)
 
 
 def load_splits(cfg) -> Splits:
     """Load ``cfg.dataset`` and apply ``cfg.fraction`` (nested, stratified) to its train split."""
-    _ensure_loaded()
-    if cfg.dataset not in DATASETS:
-        close = difflib.get_close_matches(cfg.dataset, list(DATASETS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ReprlabError(f"unknown dataset {cfg.dataset!r}{hint} (known: {', '.join(sorted(DATASETS))})")
-    splits: Splits = DATASETS[cfg.dataset](cfg)
+    splits: Splits = DATASETS.get(cfg.dataset)(cfg)
     if cfg.fraction < 1.0:
         idx = nested_fraction(splits.train.labels, cfg.fraction, cfg.split_seed)
         splits.train = splits.train.subset(idx)
@@ -55,15 +49,3 @@ def _cifar100(cfg) -> Splits:
 
         train, val, test = (s.__class__(resize_uint8(s.images, cfg.resolution), *list(vars(s).values())[1:]) for s in (train, val, test))
     return Splits(train, val, test, "cifar100", cifar.MEAN, cifar.STD, info)
-
-
-def _ensure_loaded() -> None:
-    # Other datasets live in their own modules and register themselves on import.
-    import importlib
-
-    for mod in ("reprlab.data.tinyimagenet", "reprlab.data.imagefolder"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise

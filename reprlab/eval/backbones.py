@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -60,6 +61,23 @@ def _checkpoint_path(spec: str | Path) -> Path:
     return path / "checkpoints" / "last.pt" if path.is_dir() else path
 
 
+#: the last checkpoint read, keyed by the file's identity (path, inode, size, mtime): a run reads
+#: its backbone's architecture when it resolves its config and the weights when it builds the
+#: model; both come from this one read
+_last_read: tuple[tuple, Any] | None = None
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """The checkpoint at ``path``, memory-mapped (a tensor is read from the file when it is used),
+    read once per version of the file; unreadable: a one-line error naming it."""
+    global _last_read
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if _last_read is None or _last_read[0] != key:
+        _last_read = (key, load_torch(path, "backbone checkpoint", map_location="cpu", weights_only=False, mmap=True))
+    return _last_read[1]
+
+
 def built_architecture(spec: str) -> tuple[str, dict] | None:
     """(registry name, kwargs) of the model :func:`load_backbone` builds for ``spec``, read
     without loading weights; None for ``random-init`` (``cfg.model`` is what is built) and for
@@ -71,7 +89,7 @@ def built_architecture(spec: str) -> tuple[str, dict] | None:
     path = _checkpoint_path(spec)
     if not path.is_file():
         return None
-    ckpt = load_torch(path, "backbone checkpoint", map_location="cpu", weights_only=False, mmap=True)
+    ckpt = _read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model_name" not in ckpt:
         return None  # not a reprlab checkpoint: load_backbone says so
     return ckpt["model_name"], dict(ckpt.get("model_kwargs", {}))
@@ -106,7 +124,7 @@ def load_checkpoint_backbone(path: Path) -> Backbone:
     path = _checkpoint_path(path)
     if not path.is_file():
         raise ReprlabError(f"backbone checkpoint {path} not found; expected runs/<name>/checkpoints/last.pt, 'imagenet-supervised' or 'random-init'")
-    ckpt = load_torch(path, "backbone checkpoint", map_location="cpu", weights_only=False)
+    ckpt = _read_checkpoint(path)
     if not isinstance(ckpt, dict):
         raise ReprlabError(f"backbone checkpoint {path}: holds a {type(ckpt).__name__}, not a reprlab checkpoint")
     for key in ("method", "model_name", "backbone_prefix"):

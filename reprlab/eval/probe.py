@@ -11,15 +11,19 @@ backbone parameter and BN buffer is checked to be bit-identical to before.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from reprlab import distributed
 from reprlab.data.device import stats_tensors
 from reprlab.errors import ReprlabError
+from reprlab.io import atomic_torch_save, load_torch
 from reprlab.runtime import resolve_precision
 from reprlab.eval.features import extract_features
 from reprlab.eval.frozen import snapshot, verify_unchanged
@@ -94,6 +98,32 @@ def _bar(enabled: bool, total: int, desc: str, unit: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "img", dynamic_ncols=True, file=sys.stderr)
+
+
+class FeatureCache:
+    """Features of a probe run, kept in its run directory so a re-run skips the extraction.
+
+    The file carries a fingerprint of everything the features depend on (backbone, its step,
+    resolution, data and model settings); a file with another fingerprint is ignored.
+    """
+
+    def __init__(self, path: Path, fingerprint: dict) -> None:
+        self.path = path
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True, default=str)
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            blob = load_torch(self.path, "feature cache", weights_only=True)
+        except ReprlabError:  # damaged (a full disk, a copy cut short): extract again
+            return None
+        return blob["features"] if isinstance(blob, dict) and blob.get("fingerprint") == self.fingerprint else None
+
+    def save(self, feats: dict) -> None:
+        if not distributed.is_main():  # rank 0 alone writes
+            return
+        atomic_torch_save({"fingerprint": self.fingerprint, "features": feats}, self.path)
 
 
 def cached_probe(backbone, splits, cfg, device: torch.device, feature_cache=None) -> dict:

@@ -13,13 +13,13 @@ fine-tuning code never special-case an architecture:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
 
 from reprlab.errors import ReprlabError
+from reprlab.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class ModelEntry:
     description: str
 
 
-MODELS: dict[str, ModelEntry] = {}
+#: every architecture module of ``reprlab.models`` registers its models when imported (lazily,
+#: on the first look-up: CLI start-up stays cheap); these modules hold none
+MODELS: Registry[ModelEntry] = Registry("model", "reprlab.models", skip=("registry", "heads", "flops"))
 
 
 def register_model(
@@ -41,21 +43,15 @@ def register_model(
     """Decorator: register ``factory(num_classes: int, **kw) -> nn.Module`` under ``name``."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = ModelEntry(name, factory, family, input_size, heavy, description or (factory.__doc__ or "").strip().split("\n")[0])
+        MODELS.add(name, ModelEntry(name, factory, family, input_size, heavy, description or (factory.__doc__ or "").strip().split("\n")[0]))
         return factory
 
     return wrap
 
 
 def get_entry(name: str) -> ModelEntry:
-    _ensure_loaded()
-    if name not in MODELS:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ReprlabError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(MODELS))})")
-    return MODELS[name]
+    """The registered model ``name``; unknown: a one-line error with the closest name and the known ones."""
+    return MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:
@@ -75,17 +71,4 @@ def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:
 
 
 def list_models() -> list[str]:
-    _ensure_loaded()
-    return sorted(MODELS)
-
-
-def _ensure_loaded() -> None:
-    # Importing the architecture modules registers them; done lazily to keep CLI start-up cheap.
-    import importlib
-    import pkgutil
-
-    import reprlab.models as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in {"registry", "heads", "flops"} and not mod.name.startswith("_"):
-            importlib.import_module(f"reprlab.models.{mod.name}")
+    return MODELS.names()

@@ -11,7 +11,6 @@ the spatial resolution it learned on.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -19,6 +18,7 @@ from torchvision.models import resnet as tvr
 
 from reprlab.errors import ReprlabError
 from reprlab.models.registry import register_model
+from reprlab.models.transfer import read_weights_file
 
 
 class CifarResNet(tvr.ResNet):
@@ -133,14 +133,7 @@ def load_imagenet_state_dict(weights: str) -> dict[str, torch.Tensor]:
                 f"could not download torchvision's ResNet18_Weights.IMAGENET1K_V1 ({type(e).__name__}: {e}); "
                 "pass a local state dict with --weights PATH"
             ) from None
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ReprlabError(f"ImageNet weights file {path} not found; expected a torchvision ResNet-18 state dict (.pth)")
-    from reprlab.io import load_torch
-
-    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
+    path, sd = read_weights_file(weights, "ImageNet", "a torchvision ResNet-18 state dict (.pth)")
     expected = {"conv1.weight": (64, 3, 7, 7), "fc.weight": (1000, 512)}
     for key, shape in expected.items():
         if key not in sd or tuple(sd[key].shape) != shape:

@@ -1,4 +1,4 @@
-"""Moving weights between architectures whose module names agree.
+"""Reading weight files, and moving weights between architectures whose module names agree.
 
 The CIFAR variants keep torchvision's module names on purpose (``features.N`` for VGG,
 ``layerK.i.convJ`` for ResNet), so a torchvision state dict maps onto every tensor whose name
@@ -9,11 +9,30 @@ VGG head) are reported rather than silently dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from reprlab.errors import ReprlabError
+
+
+def read_weights_file(weights: str, label: str, expected: str, wrappers: tuple[str, ...] = ("state_dict",)) -> tuple[Path, Any]:
+    """(path, contents) of the local weights file ``weights`` (``~`` expanded), read on the CPU
+    with ``weights_only``; a dict wrapping its state dict under one of ``wrappers`` (checked in
+    order) is unwrapped. A missing file: ``<label> weights file PATH not found; expected
+    <expected>``; an unreadable one: a one-line error naming it."""
+    from reprlab.io import load_torch
+
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ReprlabError(f"{label} weights file {path} not found; expected {expected}")
+    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
+    for wrapper in wrappers:
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    return path, sd
 
 
 def load_matching(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:

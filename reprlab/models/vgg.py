@@ -19,7 +19,6 @@ dict maps onto every tensor whose shape agrees (all of ``features`` for the CIFA
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -27,6 +26,7 @@ from torchvision.models import vgg as tvv
 
 from reprlab.errors import ReprlabError
 from reprlab.models.registry import register_model
+from reprlab.models.transfer import read_weights_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -155,14 +155,7 @@ def vgg11_bn_imagenet224(num_classes: int = 100, weights: str | None = None, dro
 
 
 def _read_torchvision_vgg(weights: str, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ReprlabError(f"VGG weights file {path} not found; expected a torchvision vgg11_bn state dict (.pth)")
-    from reprlab.io import load_torch
-
-    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd:
-        sd = sd["state_dict"]
+    path, sd = read_weights_file(weights, "VGG", "a torchvision vgg11_bn state dict (.pth)")
     if not isinstance(sd, dict):
         raise ReprlabError(f"weights file {path} holds a {type(sd).__name__}; expected a torchvision vgg11_bn state dict")
     for key, ref in reference.items():

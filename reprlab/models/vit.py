@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -45,6 +44,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from reprlab.errors import ReprlabError
 from reprlab.models.registry import register_model
+from reprlab.models.transfer import read_weights_file
 
 POOLS = ("token", "avg")
 HEAD_DIMS = (64, 32)  # preferred per-head widths, in order: ViT/DeiT use 64; 32 for narrow models
@@ -246,15 +246,7 @@ def read_vit_weights(weights: str, reference: nn.Module) -> dict[str, torch.Tens
     present with the same shape. Returns exactly those tensors: the file's classifier (any
     number of classes) is dropped, so a model keeps its freshly initialised head.
     """
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ReprlabError(f"ViT weights file {path} not found; expected a timm ViT state dict (.pth)")
-    from reprlab.io import load_torch
-
-    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
-    for wrapper in ("model", "state_dict"):
-        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
-            sd = sd[wrapper]
+    path, sd = read_weights_file(weights, "ViT", "a timm ViT state dict (.pth)", wrappers=("model", "state_dict"))
     if not isinstance(sd, dict):
         raise ReprlabError(f"weights file {path} holds a {type(sd).__name__}; expected a timm ViT state dict")
     own = {k: v for k, v in reference.state_dict().items() if not k.startswith("head.")}
@@ -263,11 +255,6 @@ def read_vit_weights(weights: str, reference: nn.Module) -> dict[str, torch.Tens
         if got != tuple(ref.shape):
             raise ReprlabError(f"weights file {path}: key {key!r} is {got}, expected shape {tuple(ref.shape)}")
     return {k: sd[k] for k in own}
-
-
-def load_vit_weights(model: ViT, weights: str) -> None:
-    """Load a timm-layout ViT state dict into ``model``, all but its classifier (see :func:`read_vit_weights`)."""
-    model.load_state_dict(read_vit_weights(weights, model), strict=False)
 
 
 def build_extended_vit(

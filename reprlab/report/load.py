@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.errors import ReprlabError
+from reprlab.result import RESULT_FILE, is_number, load_result, short
 
 __all__ = [
     "RESULT_FILE",
@@ -36,117 +37,15 @@ __all__ = [
     "is_number",
 ]
 
-RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 STUDY_FILE = "study.toml"  # the study file `reprlab study run` copies into its output folder
 
-# Required keys and their types; everything else in result.json is optional. A failed-run
-# record needs only its status (it may be written before the run knew its group or seed).
-_REQUIRED: dict[str, type] = {"run": str, "status": str, "task": str, "group": str, "seed": int}
-_OPTIONAL_NUMBERS = (
-    "params",
-    "flops_per_image",
-    "throughput_img_s",
-    "fraction",
-    "resolution",
-    "epochs",
-    "wall_time_s",
-)
-_OPTIONAL_STRINGS = (
-    "model",
-    "protocol",
-    "backbone_source",
-    "method",
-    "dataset",
-    "family",
-    "sweep",
-    "error",  # the one-line reason of a failed run
-)
 # The metrics.jsonl keys the report reads (x axis first); checked up front for complete runs.
 CURVE_KEYS = ("epoch", "lr", "train/acc1", "val/acc1", "test/acc1", "train/loss", "val/loss", "knn/acc1")
 
-
-def is_number(value: Any) -> bool:
-    """True for int/float but not bool (JSON ``true`` must not pass as an accuracy of 1)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _short(value: Any) -> str:
-    """A repr short enough to keep error messages on one line."""
-    text = repr(value).replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_metric_block(path: Path, key: str, block: Any) -> None:
-    """Validate a ``{"acc1": .., "acc5": .., "loss": ..}`` block (numbers or null)."""
-    if block is None:
-        return
-    if not isinstance(block, dict):
-        raise ReprlabError(f"{path}: key '{key}' must be an object like {{\"acc1\": 41.2}}, got {_short(block)}")
-    for name, value in block.items():
-        if value is not None and not is_number(value):
-            raise ReprlabError(f"{path}: key '{key}.{name}' must be a number or null, got {_short(value)}")
-
-
-def load_result(run_dir: Path) -> dict[str, Any]:
-    """Read and validate ``run_dir/result.json``.
-
-    Raises :class:`ReprlabError` naming the file for invalid JSON, a non-object document, a
-    missing required key (run, status, task, group, seed; only status for a failed run) or a
-    wrongly typed value. Optional keys may be absent or null.
-    """
-    path = Path(run_dir) / RESULT_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ReprlabError(f"{path}: cannot read ({why})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ReprlabError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
-    if not isinstance(data, dict):
-        raise ReprlabError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    failed = data.get("status") == "failed"
-    for key, typ in _REQUIRED.items():
-        if key not in data:
-            if failed and key != "status":
-                continue
-            raise ReprlabError(f"{path}: missing required key '{key}'")
-        value = data[key]
-        if failed and value is None:
-            continue
-        ok = is_number(value) and float(value).is_integer() if typ is int else isinstance(value, typ)
-        if not ok:
-            raise ReprlabError(f"{path}: key '{key}' must be {'an integer' if typ is int else 'a string'}, got {_short(value)}")
-    if data.get("seed") is not None:
-        data["seed"] = int(data["seed"])
-    for key in _OPTIONAL_NUMBERS:
-        value = data.get(key)
-        if value is not None and not is_number(value):
-            raise ReprlabError(f"{path}: key '{key}' must be a number or null, got {_short(value)}")
-    for key in _OPTIONAL_STRINGS:
-        value = data.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ReprlabError(f"{path}: key '{key}' must be a string or null, got {_short(value)}")
-    stale = data.get("stale")
-    if stale is not None and not isinstance(stale, bool):
-        raise ReprlabError(f"{path}: key 'stale' must be true, false or null, got {_short(stale)}")
-    for key in ("val", "test"):
-        _check_metric_block(path, key, data.get(key))
-    for key in ("final_checkpoint", "best_checkpoint"):
-        ckpt = data.get(key)
-        if ckpt is None:
-            continue
-        if not isinstance(ckpt, dict):
-            raise ReprlabError(f"{path}: key '{key}' must be an object, got {_short(ckpt)}")
-        for split in ("val", "test"):
-            _check_metric_block(path, f"{key}.{split}", ckpt.get(split))
-    sweep_params = data.get("sweep_params")
-    if sweep_params is not None and not isinstance(sweep_params, dict):
-        raise ReprlabError(f"{path}: key 'sweep_params' must be an object or null, got {_short(sweep_params)}")
-    return data
+# result.json's schema, its checks and its reader are reprlab.result's (the writers use the same
+# module); load_result raises the first problem reprlab.result.validate finds, naming the file.
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +106,7 @@ def check_metrics(log: MetricsLog, keys: tuple[str, ...] = CURVE_KEYS) -> None:
         for key in keys:
             value = rec.get(key)
             if value is not None and not is_number(value):
-                raise ReprlabError(f"{log.path}:{lineno}: key '{key}' must be a number, got {_short(value)}")
+                raise ReprlabError(f"{log.path}:{lineno}: key '{key}' must be a number, got {short(value)}")
 
 
 def series(log: MetricsLog, key: str, x: str = "epoch") -> tuple[list[float], list[float], int]:
@@ -223,13 +122,13 @@ def series(log: MetricsLog, key: str, x: str = "epoch") -> tuple[list[float], li
         if value is None:
             continue
         if not is_number(value):
-            raise ReprlabError(f"{log.path}:{lineno}: key '{key}' must be a number, got {_short(value)}")
+            raise ReprlabError(f"{log.path}:{lineno}: key '{key}' must be a number, got {short(value)}")
         xv = rec.get(x)
         if xv is None:
             without_x += 1
             continue
         if not is_number(xv):
-            raise ReprlabError(f"{log.path}:{lineno}: key '{x}' must be a number, got {_short(xv)}")
+            raise ReprlabError(f"{log.path}:{lineno}: key '{x}' must be a number, got {short(xv)}")
         xs.append(float(xv))
         ys.append(float(value))
     return xs, ys, without_x

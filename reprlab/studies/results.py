@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.errors import ReprlabError
+from reprlab.result import RESULT_FILE, read_result, result_key
 
 
 def read_complete(run_dir: Path) -> dict | None:
     """result.json of a complete run, else None."""
-    from reprlab.train.rundir import read_result
-
-    if not (run_dir / "result.json").is_file():
+    if not (run_dir / RESULT_FILE).is_file():
         return None
     result = read_result(run_dir)
     return result if result.get("status") == "complete" else None
@@ -25,9 +24,7 @@ def read_complete(run_dir: Path) -> dict | None:
 
 def read_failure(run_dir: Path) -> str | None:
     """The error line of a failed last attempt (result.json with ``status = "failed"``), else None."""
-    from reprlab.train.rundir import read_result
-
-    if not (run_dir / "result.json").is_file():
+    if not (run_dir / RESULT_FILE).is_file():
         return None
     try:
         result = read_result(run_dir)
@@ -73,8 +70,6 @@ def best_trial(out_dir: str | Path, sweep_name: str, metric: str = "val/acc1") -
     Read from the run directories, not from Optuna's storage, so it works with any storage and
     on a copied study folder. Ties go to the first directory name (deterministic).
     """
-    from reprlab.train.rundir import result_key
-
     sweep_dir = Path(out_dir) / sweep_name
     key = result_key(metric)
     best: tuple[float, str, dict] | None = None

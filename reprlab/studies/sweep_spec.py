@@ -96,7 +96,7 @@ class SweepSpec:
     def metric_key(self) -> str:
         """The key of result.json's ``val`` block holding the metric (``val/acc1`` -> ``acc1``,
         ``knn/acc1`` -> ``knn_acc1``)."""
-        from reprlab.train.rundir import result_key
+        from reprlab.result import result_key
 
         return result_key(self.metric)
 

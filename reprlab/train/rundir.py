@@ -26,12 +26,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from reprlab.config import Config, dumps_toml, flatten, to_dict
 from reprlab.errors import ReprlabError
 # the one set of atomic writers; re-exported here for the code that imported them from this module
 from reprlab.io import FileLock, atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text, load_torch, make_dirs, os_error  # noqa: F401
+# result.json's one reader and its key names (re-exported for the code that imported them from here)
+from reprlab.result import read_result, result_key  # noqa: F401
+
+# torch is imported inside the functions that need it: the study runner's dry run reads run
+# directories through this module (RunDir, read_config, config_differences) without a model.
 
 #: config keys that change neither what a run computes nor where it lives: they may differ
 #: between the config recorded in a run directory and the config of a command resuming it
@@ -111,13 +114,6 @@ def read_config(path: Path) -> dict | None:
         raise os_error(e, f, "read") from None
 
 
-def result_key(metric: str) -> str:
-    """The key of result.json's ``val`` block that holds ``metric``: ``val/acc1`` -> ``acc1``,
-    ``knn/acc1`` (a self-supervised run's kNN monitor on the validation split) -> ``knn_acc1``."""
-    prefix, _, name = metric.partition("/")
-    return name if prefix == "val" else f"{prefix}_{name}"
-
-
 def load_checkpoint(path: Path, **kwargs: Any) -> dict:
     """A checkpoint of the loop (on the CPU: RNG states must stay there)."""
     return load_torch(path, "checkpoint", "; delete it to restart the run", map_location="cpu", weights_only=False, **kwargs)
@@ -135,7 +131,9 @@ def checkpoint_step(path: Path) -> int | None:
         raise ReprlabError(f"checkpoint {path} holds no step; not a reprlab checkpoint (delete it to restart the run)") from None
 
 
-def env_info(device: torch.device) -> dict:
+def env_info(device: Any) -> dict:
+    """Versions, git SHA and the device (a ``torch.device``) for ``env.json``."""
+    import torch
     import torchvision
 
     info: dict[str, Any] = {
@@ -233,7 +231,7 @@ class RunDir:
             )
 
     # ---- lifecycle
-    def open(self, cfg: Config, device: torch.device, rerun: bool = False) -> None:
+    def open(self, cfg: Config, device: Any, rerun: bool = False) -> None:
         """Create the directory, take the lock, check (or, ``rerun``, clear) what it holds, and
         write the resolved config."""
         make_dirs(self.path)
@@ -311,16 +309,9 @@ class RunDir:
             raise os_error(e, self.result_file, "remove") from None
 
 
-def read_result(path: Path) -> dict:
-    f = Path(path) / "result.json"
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ReprlabError(f"{f}: invalid JSON ({e})") from None
-
-
-def _step_of(line: str) -> int | None:
-    """The step of a metrics line; None for a blank or torn line (a kill mid-write)."""
+def metrics_line_step(line: str) -> int | None:
+    """The step of one metrics.jsonl line; None for a blank or torn line (a kill mid-write).
+    (:func:`checkpoint_step` is the other step reader: the step a checkpoint holds.)"""
     try:
         return int(json.loads(line)["step"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -341,7 +332,7 @@ class MetricsLogger:
             if resume_step is None:
                 self.file.write_text("")
             elif self.file.is_file():
-                kept = [ln for ln in self.file.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= resume_step]
+                kept = [ln for ln in self.file.read_text().splitlines() if (step := metrics_line_step(ln)) is not None and step <= resume_step]
                 atomic_write_text(self.file, "".join(ln + "\n" for ln in kept))
             self._fh = open(self.file, "a")
         except OSError as e:

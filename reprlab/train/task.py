@@ -1,9 +1,10 @@
 """From a resolved config to a finished run directory: the code behind ``reprlab train``,
-``pretrain``, ``finetune`` and ``probe --augment``.
+``pretrain``, ``finetune`` and ``probe`` (``--augment`` and cached).
 
 It names the run, resumes or skips it, loads the data, builds the method, calls the one loop,
 evaluates the test split once (for the final and the best-on-val checkpoint) and writes
-``result.json`` last.
+``result.json`` last; the cached linear probe (:func:`run_cached`) shares all of it but the
+loop. What each task kind builds and records is :data:`reprlab.result.TASK_KINDS`.
 """
 
 from __future__ import annotations
@@ -19,20 +20,14 @@ from typing import Callable
 import torch
 
 from reprlab import distributed
+from reprlab import result as schema
 from reprlab.config import Config, flatten, get_key, to_dict
 from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
+from reprlab.result import TASK_KINDS, read_result, result_key, task_kind
 from reprlab.runtime import resolve_device, seed_everything
 from reprlab.train.loop import _load_checkpoint, fit
-from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step, read_result, result_key
-
-#: result.json fields per task kind
-PROTOCOLS = {"train": "scratch", "pretrain": "pretrain", "finetune-full": "finetune-full", "finetune-head": "finetune-head", "probe-augment": "linear-augment", "probe": "linear-cached"}
-
-
-def task_name(kind: str) -> str:
-    """result.json's ``task``: train | pretrain | finetune | probe."""
-    return "finetune" if kind.startswith("finetune") else ("probe" if kind.startswith("probe") else kind)
+from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
 
 
 def config_hash(cfg: Config) -> str:
@@ -140,11 +135,12 @@ def failure_record(cfg: Config, kind: str, name: str, run: RunDir, error: BaseEx
         step = checkpoint_step(run.last)
     except ReprlabError:
         step = None
-    return {
+    known = TASK_KINDS.get(kind)  # always known: a failure record must not fail on a bug of its caller
+    return schema.record({
         "run": name,
         "status": "failed",
-        "task": task_name(kind),
-        "protocol": PROTOCOLS.get(kind),
+        "task": known.task if known else kind,
+        "protocol": known.protocol if known else None,
         "group": cfg.run.group or default_group(name),
         "seed": cfg.train.seed,
         "error": text,
@@ -152,11 +148,13 @@ def failure_record(cfg: Config, kind: str, name: str, run: RunDir, error: BaseEx
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "last_checkpoint_step": step,
         "config": "config.toml",
-    }
+    })
 
 
 def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool = False) -> dict:
-    """Run (or resume, or skip if complete; ``rerun``: replace) one training run; returns its result.json."""
+    """Run (or resume, or skip if complete; ``rerun``: replace) one run of ``kind``; returns its result.json."""
+    if not task_kind(kind).loop:
+        return run_cached(cfg, config_path, rerun=rerun)
 
     def body(run: RunDir, device: torch.device, name: str) -> dict:
         splits = load_splits(cfg.data)
@@ -173,7 +171,7 @@ def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool 
                 raise ReprlabError(f"{run.best} holds step {ckpt['step']}, but the best-on-val step is {fitres.best.get('step')}; delete it and re-run")
             method.load_state_dict(ckpt["method"])
             best_test = method.evaluate("test", fitres.epochs_done)
-        if kind == "probe-augment":
+        if task_kind(kind).frozen:
             method.verify_frozen()
         return assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test)
 
@@ -191,17 +189,15 @@ def _wants_test(cfg: Config, method) -> bool:
 def build_method(cfg: Config, kind: str, splits, device):
     from reprlab.methods.base import get_method
 
-    if kind in ("finetune-full", "finetune-head", "probe-augment"):
-        from reprlab.eval.backbones import load_backbone
+    spec = task_kind(kind)
+    if spec.backbone:  # a new head over eval.backbone: fine-tuned whole, or the head alone
+        from reprlab.eval.backbones import backbone_source, load_backbone
         from reprlab.methods.supervised import Supervised
 
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
-        mode = "full" if kind == "finetune-full" else "head"
-        method = Supervised(cfg, splits, device, backbone=bb, mode=mode)
-        from reprlab.eval.backbones import backbone_source
-
+        method = Supervised(cfg, splits, device, backbone=bb, mode=spec.finetune_mode)
         method.backbone_info = {"source": backbone_source(bb), **bb.info}
-        if kind == "probe-augment":
+        if spec.frozen:
             method.snapshot_frozen()
         return method
     if kind == "train" and cfg.method.name != "supervised":
@@ -234,17 +230,18 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
 
     bb = getattr(method, "backbone_info", None)
     best_val_d = _selection_block(best_val, method.selection_metric)
+    spec = task_kind(kind)
     result = {
         "run": name,
         "status": "complete",
-        "task": task_name(kind),
+        "task": spec.task,
         "group": cfg.run.group or default_group(name),
         "seed": cfg.train.seed,
         "model": getattr(method.backbone, "model_name", cfg.model.name),
         "params": count_params(method.backbone),
         "flops_per_image": _flops(method),
         "throughput_img_s": round(fitres.throughput_img_s, 1),
-        "protocol": PROTOCOLS[kind],
+        "protocol": spec.protocol,
         "backbone_source": (bb["source"] if bb else ("scratch" if kind == "train" else cfg.method.name)),
         "method": (bb.get("method") if bb else method.name),
         "dataset": (bb.get("dataset") if bb else cfg.data.dataset),
@@ -271,4 +268,53 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
     }
     if not result["test"]:
         result.pop("test")
-    return result
+    return schema.record(result)
+
+
+def run_cached(cfg: Config, config_path: str | None = None, rerun: bool = False) -> dict:
+    """The cached linear protocol as a run: run directory, metrics.jsonl (the L2 sweep), result.json."""
+    from reprlab.eval.backbones import backbone_source, load_backbone
+    from reprlab.eval.probe import FeatureCache, cached_probe
+    from reprlab.models.flops import count_params
+
+    def body(run: RunDir, device: torch.device, name: str) -> dict:
+        splits = load_splits(cfg.data)
+        bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
+        fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model), "precision": cfg.train.precision}
+        if bb.source == "checkpoint":
+            stat = Path(bb.info["checkpoint"]).stat()
+            fingerprint["checkpoint"] = [bb.info.get("pretrain_step"), stat.st_size, stat.st_mtime_ns]
+        if bb.source == "random-init":
+            fingerprint["seed"] = cfg.train.seed
+        # Under data parallelism each rank extracts a share of the features and all fit the same
+        # small problem on the gathered ones (deterministic L-BFGS); rank 0 alone writes.
+        out = cached_probe(bb, splits, cfg, device, FeatureCache(run.path / "features.pt", fingerprint))
+        if not distributed.is_main():
+            return out
+        with open(run.metrics_file, "w") as f:
+            for i, row in enumerate(out["l2_sweep"]):
+                f.write(json.dumps({"step": i, "epoch": i, "probe/l2": row["l2"], "probe/val_acc1": row["val_acc1"], "probe/train_acc1": row["train_acc1"]}) + "\n")
+        info, spec = bb.info, TASK_KINDS["probe"]
+        return schema.record({
+            "run": name,
+            "status": "complete",
+            "task": spec.task,
+            "group": cfg.run.group or default_group(name),
+            "seed": cfg.train.seed,
+            "model": getattr(bb.model, "model_name", None),
+            "params": count_params(bb.model),
+            "protocol": spec.protocol,
+            "backbone_source": backbone_source(bb),
+            "method": info.get("method"),
+            "dataset": info.get("dataset"),
+            "fraction": info.get("fraction"),
+            "epochs": None,  # no training epochs of its own; the backbone's are in backbone.pretrain_epochs
+            "family": None,  # probes are not part of the CNN-vs-ViT comparison
+            "sweep": cfg.run.sweep or None,
+            "sweep_params": {},
+            "backbone": info,
+            "config": "config.toml",
+            **out,
+        })
+
+    return run_once(cfg, "probe", config_path, body, rerun=rerun)
