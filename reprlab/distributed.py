@@ -4,8 +4,8 @@ process.
 A method written with these is correct under data parallelism without knowing about it:
 MoCo enqueues ``gather(keys)``, Barlow Twins and VICReg reduce their cross-correlation or
 covariance sums with ``all_reduce_sum``, DINO's centre and SwAV's Sinkhorn marginals likewise.
-``gather`` keeps the autograd graph (torch.distributed's autograd-aware all_gather), so a loss
-over gathered embeddings sends gradients back to every rank.
+``gather`` keeps the autograd graph (an autograd-aware all_gather), so a loss over gathered
+embeddings sends gradients back to every rank.
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ def gather(t: torch.Tensor) -> torch.Tensor:
     """Concatenate ``t`` (B, ...) of every rank along dim 0, in rank order; differentiable."""
     if not is_distributed():
         return t
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(t.contiguous()), dim=0)
+    return _AllGather.apply(t)
 
 
 def gather_nograd(t: torch.Tensor) -> torch.Tensor:
@@ -54,6 +52,27 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return t
     return _AllReduceSum.apply(t)
+
+
+class _AllGather(torch.autograd.Function):
+    """Every rank's (B, ...) rows, concatenated in rank order; the backward sends each rank the
+    sum over ranks of the gradients of its own rows. Written here (with :class:`_AllReduceSum`)
+    because torch 2.14 deprecates ``torch.distributed.nn.functional``'s autograd collectives;
+    tests/test_distributed.py checks values and gradients against one process."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        ctx.rows = len(t)
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        r = dist.get_rank()
+        return grad[r * ctx.rows : (r + 1) * ctx.rows]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -82,10 +101,8 @@ def gather_others(t: torch.Tensor) -> torch.Tensor:
     and the gradient of each flows back to the rank that produced it."""
     if not is_distributed():
         return t[:0]
-    from torch.distributed.nn.functional import all_gather
-
-    parts = all_gather(t.contiguous())
-    return torch.cat([p for i, p in enumerate(parts) if i != dist.get_rank()], dim=0)
+    everything, n, r = _AllGather.apply(t), len(t), dist.get_rank()
+    return torch.cat([everything[: r * n], everything[(r + 1) * n :]], dim=0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -80,3 +80,51 @@ def test_collectives_are_identities_in_one_process():
     assert distributed.world_size() == 1 and distributed.rank() == 0
     assert distributed.gather(t) is t and distributed.gather_nograd(t) is t and distributed.all_reduce_sum(t) is t
     assert distributed.gather_others(t).shape == (0, 2)
+
+
+def _bn_rank(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch import nn
+
+    from reprlab.models.sync_bn import convert_sync_batchnorm
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    try:
+        x, w = _bn_data()
+        bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)).double(), torch.device("cpu"))
+        local = x[rank * 3 : (rank + 1) * 3].clone().requires_grad_()
+        y = bn(local)
+        (y * w[rank * 3 : (rank + 1) * 3]).sum().backward()
+        # the weight's gradient is summed over ranks, as DDP's averaging of a sum of losses would
+        gw = bn[0].weight.grad.clone()
+        dist.all_reduce(gw)
+        torch.save({"y": y.detach(), "gx": local.grad, "gw": gw, "rm": bn[0].running_mean, "rv": bn[0].running_var, "type": type(bn[0]).__name__}, f"{out}/bn{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _bn_data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64) * 0.01 + 1000.0  # a large mean: cancellation would show
+    w = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    return x, w
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or sys.platform != "linux", reason="needs torch.distributed with gloo (Linux)")
+def test_global_batchnorm_over_two_ranks_equals_batchnorm_on_the_whole_batch(tmp_path):
+    from torch import nn
+
+    _run_ranks(_bn_rank, tmp_path)
+    r = [torch.load(tmp_path / f"bn{i}.pt") for i in range(WORLD)]
+    x, w = _bn_data()
+    x.requires_grad_()
+    bn = nn.BatchNorm2d(3).double()
+    y = bn(x)
+    (y * w).sum().backward()
+    assert r[0]["type"] == "GlobalBatchNorm"
+    torch.testing.assert_close(torch.cat([p["y"] for p in r]), y.detach(), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(torch.cat([p["gx"] for p in r]), x.grad, rtol=1e-6, atol=1e-6)
+    for p in r:
+        torch.testing.assert_close(p["gw"], bn.weight.grad, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(p["rm"], bn.running_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(p["rv"], bn.running_var, rtol=1e-9, atol=1e-12)

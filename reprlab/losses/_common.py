@@ -33,7 +33,7 @@ __all__ = [
 
 #: Returns the elementwise sum of its argument over all ranks (a sum-all-reduce). On one
 #: process it is the identity. To let gradients reach every rank's samples it must be
-#: differentiable, e.g. ``torch.distributed.nn.functional.all_reduce``.
+#: differentiable, e.g. ``reprlab.distributed.all_reduce_sum``.
 AllReduceFn = Callable[[Tensor], Tensor]
 
 

@@ -63,7 +63,7 @@ def nt_xent(
             must return the (M, D) rows held by all *other* ranks, M >= 0. Those rows are
             extra negatives for every local anchor, while positives stay local. A DDP
             implementation is a differentiable all-gather
-            (``torch.distributed.nn.functional.all_gather``) with the own rank's slot dropped,
+            (``reprlab.distributed.gather_others``) with the own rank's slot dropped,
             so that gradients reach the rank that produced each negative.
 
     Returns:

@@ -1,10 +1,10 @@
 """Batch normalisation over the global batch of a data-parallel run.
 
 On CUDA this is :class:`torch.nn.SyncBatchNorm`. PyTorch's SyncBatchNorm refuses CPU tensors,
-so on CPU (gloo, the path the tests run) :class:`GlobalBatchNorm` computes the same thing from
-autograd-aware all-reduces: the batch mean and the biased variance over every rank's samples
-(two passes, like a single-process BatchNorm, not E[x^2] - E[x]^2), the affine transform, and
-running statistics with the unbiased variance of the global batch. Gradients flow back through
+so on CPU (gloo, the path the tests run) :class:`GlobalBatchNorm` computes the same thing with
+one autograd-aware all-gather per layer: every rank's count, mean and sum of squared deviations,
+combined exactly into the global mean and biased variance (not E[x^2] - E[x]^2, which cancels),
+the affine transform, and running statistics with the unbiased variance of the global batch. Gradients flow back through
 the reductions to every rank, so a 2-rank run at batch 2B trains like one process at 2B.
 """
 
@@ -29,13 +29,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
-        total = distributed.all_reduce_sum(torch.cat([xf.sum(dims), count]))
-        n = total[-1].detach()
-        mean = total[:-1] / n
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        # One collective: every rank's (count, mean, sum of squared deviations), combined
+        # exactly (Chan et al.'s parallel variance), as torch's SyncBatchNorm does on CUDA.
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=xf.dtype, device=x.device)
+        local_mean = xf.mean(dims)
+        local_m2 = (xf - local_mean.view(shape)).pow(2).sum(dims)
+        stats = distributed.gather(torch.cat([count, local_mean, local_m2])[None])  # (world, 1 + 2C)
+        c = x.shape[1]
+        counts, means, m2s = stats[:, :1].detach(), stats[:, 1 : 1 + c], stats[:, 1 + c :]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (m2s + counts * (means - mean).pow(2)).sum(0) / n
         centred = xf - mean.view(shape)
-        var = distributed.all_reduce_sum((centred * centred).sum(dims)) / n
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
