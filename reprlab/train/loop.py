@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -55,205 +56,262 @@ class FitResult:
 
 def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitResult:
     """Train ``method`` on ``method.splits.train`` under ``cfg``; resumes from ``run.last``."""
-    tc = cfg.train
-    train = method.splits.train
-    n = len(train)
-    batch = tc.batch_size  # the global batch: each of the world's ranks takes batch / world of it
-    world, rank = distributed.world_size(), distributed.rank()
-    if batch % world:
-        raise ReprlabError(f"train.batch_size={batch} does not divide over {world} ranks; use a multiple of {world}")
-    local = batch // world
-    steps_per_epoch = n // batch  # drop_last: every step sees a full batch (BN and contrastive losses want that)
-    if steps_per_epoch == 0:
-        raise ReprlabError(f"train.batch_size={batch} is larger than the training split ({n} images)")
-    total_steps = tc.epochs * steps_per_epoch
-    if tc.max_steps:
-        total_steps = min(total_steps, tc.max_steps)
-    log_every = tc.log_every_steps
-    ckpt_every = math.ceil(tc.checkpoint_every_steps / log_every) * log_every if tc.checkpoint_every_steps else 0
-    amp_dtype = resolve_precision(tc.precision, device)
+    return _Fit(cfg, method, run, device).run()
 
-    # Data lives on the device as uint8 for the whole run.
-    images = train.images.to(device, non_blocking=True)
-    labels = train.labels.to(device, non_blocking=True)
 
-    method.to(device)
-    if cfg.model.channels_last:
-        method.to(memory_format=torch.channels_last)
-    if world > 1 and _sync_bn(tc.sync_bn, method):
-        from reprlab.models.sync_bn import convert_sync_batchnorm
+class _Fit:
+    """One call of :func:`fit`, in the order it happens: the run's shape (steps, each rank's
+    slice of the global batch), the data on the device, the model and its optimiser, the resume
+    from ``last.pt``, the wrappers (compile, DDP); then the steps, with a logging interval
+    (:meth:`log_interval`) every ``train.log_every_steps`` and the end of an epoch
+    (:meth:`end_of_epoch`: validation, ``last.pt``, ``best.pt``).
 
-        convert_sync_batchnorm(method, device)
-    wd = cfg.optim.weight_decay  # a number or a ScalarSchedule (DINO: 0.04 -> 0.4)
-    groups = param_groups(method.named_trainable(), all_values(wd)[0], cfg.optim.no_decay_norm_bias)
-    optimizer = build_optimizer(groups, cfg.optim)
-    wd_scheduled = not isinstance(wd, (int, float))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 12345 + 7919 * rank)  # each rank its own stream
+    Under data parallelism every rank runs all of it on its own slice; rank 0 alone writes
+    (metrics, checkpoints), and each checkpoint holds every rank's generator states.
+    """
 
-    step, best = 0, {"metric": method.selection_metric, "value": -math.inf, "step": None}
-    resumed_from, segments = None, []
-    if run.last.is_file():
+    # ---- setup: the run's shape, data, model, optimiser ------------------------------------
+
+    def __init__(self, cfg: Config, method: Method, run: RunDir, device: torch.device) -> None:
+        self.cfg, self.method, self.run_dir, self.device = cfg, method, run, device
+        tc = cfg.train
+        self.n = len(method.splits.train)
+        self.batch = tc.batch_size  # the global batch: each of the world's ranks takes batch / world of it
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if self.batch % self.world:
+            raise ReprlabError(f"train.batch_size={self.batch} does not divide over {self.world} ranks; use a multiple of {self.world}")
+        self.local = self.batch // self.world
+        self.steps_per_epoch = self.n // self.batch  # drop_last: every step sees a full batch (BN and contrastive losses want that)
+        if self.steps_per_epoch == 0:
+            raise ReprlabError(f"train.batch_size={self.batch} is larger than the training split ({self.n} images)")
+        self.total_steps = tc.epochs * self.steps_per_epoch
+        if tc.max_steps:
+            self.total_steps = min(self.total_steps, tc.max_steps)
+        self.log_every = tc.log_every_steps
+        self.ckpt_every = math.ceil(tc.checkpoint_every_steps / self.log_every) * self.log_every if tc.checkpoint_every_steps else 0
+        self.amp_dtype = resolve_precision(tc.precision, device)
+
+        # Data lives on the device as uint8 for the whole run.
+        self.images = method.splits.train.images.to(device, non_blocking=True)
+        self.labels = method.splits.train.labels.to(device, non_blocking=True)
+
+        method.to(device)
+        if cfg.model.channels_last:
+            method.to(memory_format=torch.channels_last)
+        if self.world > 1 and _sync_bn(tc.sync_bn, method):
+            from reprlab.models.sync_bn import convert_sync_batchnorm
+
+            convert_sync_batchnorm(method, device)
+        self.wd = cfg.optim.weight_decay  # a number or a ScalarSchedule (DINO: 0.04 -> 0.4)
+        groups = param_groups(method.named_trainable(), all_values(self.wd)[0], cfg.optim.no_decay_norm_bias)
+        self.optimizer = build_optimizer(groups, cfg.optim)
+        self.wd_scheduled = not isinstance(self.wd, (int, float))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 12345 + 7919 * self.rank)  # each rank its own stream
+
+        self.step, self.best = 0, {"metric": method.selection_metric, "value": -math.inf, "step": None}
+        self.resumed_from, self.segments = None, []
+        if run.last.is_file():
+            self.resume()
+        if cfg.model.compile:
+            method.compile()
+        self.forward = method.training_step
+        if self.world > 1:
+            # Gradients averaged over ranks by PyTorch's DDP (bucketed, overlapped with backward).
+            # Buffers are not broadcast per step: they are equal on every rank by construction
+            # (same seed; queues and centres are updated from gathered values).
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward = DistributedDataParallel(method, forward_sync_buffers=False)
+        self.logger = MetricsLogger(run, self.resumed_from) if self.rank == 0 else _NoLogger()
+
+    # ---- resume ------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Continue from ``last.pt``: weights, optimiser, scaler, this rank's generator and RNG
+        states, the step and the best-on-val record."""
+        run, world, rank = self.run_dir, self.world, self.rank
         ckpt = _load_checkpoint(run.last)
         if ckpt.get("world_size", 1) != world:
             raise ReprlabError(f"{run.last} was written by a run on {ckpt.get('world_size', 1)} process(es); resume it on the same number (this is {world}), or --rerun")
         own = ckpt["ranks"][rank] if world > 1 else ckpt
-        method.load_state_dict(ckpt["method"])
-        method.load_rank_state(own.get("rank_state", {}))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        aug_gen.set_state(own["aug_generator"].to(aug_gen.get_state().device))
+        self.method.load_state_dict(ckpt["method"])
+        self.method.load_rank_state(own.get("rank_state", {}))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.aug_gen.set_state(own["aug_generator"].to(self.aug_gen.get_state().device))
         set_rng_state(own["rng"])
-        step, best = ckpt["step"], ckpt["best"]
-        segments = ckpt.get("segments", [])
-        resumed_from = step
-        if rank == 0 and best["step"] == step and checkpoint_step(run.best) != step:
+        self.step, self.best = ckpt["step"], ckpt["best"]
+        self.segments = ckpt.get("segments", [])
+        self.resumed_from = self.step
+        if rank == 0 and self.best["step"] == self.step and checkpoint_step(run.best) != self.step:
             copy_atomic(run.last, run.best)  # killed between writing last.pt and best.pt
         if rank == 0:
-            print(f"resuming {run.path} from step {step}", file=sys.stderr)
-    if cfg.model.compile:
-        method.compile()
-    forward = method.training_step
-    if world > 1:
-        # Gradients averaged over ranks by PyTorch's DDP (bucketed, overlapped with backward).
-        # Buffers are not broadcast per step: they are equal on every rank by construction
-        # (same seed; queues and centres are updated from gathered values).
-        from torch.nn.parallel import DistributedDataParallel
+            print(f"resuming {run.path} from step {self.step}", file=sys.stderr)
 
-        forward = DistributedDataParallel(method, forward_sync_buffers=False)
-    logger = MetricsLogger(run, resumed_from) if rank == 0 else _NoLogger()
+    # ---- checkpoints -------------------------------------------------------------------------
 
-    def checkpoint(path: Path, **extra) -> None:
+    def checkpoint(self, path: Path, **extra) -> None:
         # Every rank calls this (its generator states are gathered); rank 0 writes the file.
-        own = {"aug_generator": aug_gen.get_state(), "rng": get_rng_state(), "rank_state": {k: v.detach().cpu() for k, v in method.rank_state().items()}}
-        ranks = distributed.all_gather_object(own) if world > 1 else None
-        if rank != 0:
+        method = self.method
+        own = {"aug_generator": self.aug_gen.get_state(), "rng": get_rng_state(), "rank_state": {k: v.detach().cpu() for k, v in method.rank_state().items()}}
+        ranks = distributed.all_gather_object(own) if self.world > 1 else None
+        if self.rank != 0:
             return
         atomic_torch_save(
             {
                 "method": method.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
                 **own,
-                "step": step,
-                "best": best,
-                "segments": segments + [segment()],
-                "config": to_dict(cfg),
-                "world_size": world,
+                "step": self.step,
+                "best": self.best,
+                "segments": self.segments + [self.segment()],
+                "config": to_dict(self.cfg),
+                "world_size": self.world,
                 **({"ranks": ranks} if ranks else {}),
-                **method_meta(method, cfg),
+                **method_meta(method, self.cfg),
                 **extra,
             },
             path,
         )
 
-    def segment() -> dict:
+    def segment(self) -> dict:
         """This process's share of the run so far (checkpoints carry every earlier one)."""
         now = time.perf_counter()
-        return {"from_step": resumed_from or 0, "to_step": step, "wall_s": round(now - t_start, 3), "train_s": round(now - t_start - t_paused, 3), "images": t_imgs}
+        return {"from_step": self.resumed_from or 0, "to_step": self.step, "wall_s": round(now - self.t_start, 3), "train_s": round(now - self.t_start - self.t_paused, 3), "images": self.t_imgs}
 
-    kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
-    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    bar = _progress(tc.progress and rank == 0, total_steps, step, batch)
-    losses: list[torch.Tensor] = []
-    extras: dict[str, list] = {}  # the method's extra scalars of the interval, by key
-    t_start, t_imgs, t_paused = time.perf_counter(), 0, 0.0  # paused: evaluation and checkpoint time
-    method.set_train_mode()
-    order = None
-    try:
-        while step < total_steps:
-            epoch, pos = divmod(step, steps_per_epoch)
-            if order is None or pos == 0:
-                order = epoch_order(n, tc.seed, epoch).to(device)
-            start = pos * batch + rank * local  # this rank's slice of the global batch
-            idx = order[start : start + local]
-            ctx = StepContext(step, total_steps, steps_per_epoch)
-            factor = lr_factor(step, total_steps, steps_per_epoch, cfg.schedule)
-            wd_now = value_at(wd, step, total_steps, steps_per_epoch) if wd_scheduled else None
-            for g in optimizer.param_groups:
-                g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
-                if wd_now is not None and not g["lars_exclude"]:
-                    g["weight_decay"] = wd_now
-            loss, extra = train_step(method, optimizer, scaler, images[idx], labels[idx], aug_gen, ctx, cfg.optim.grad_clip, autocast, forward)
-            losses.append(loss.detach())
-            for k, v in extra.items():
-                extras.setdefault(k, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
-            step += 1
-            t_imgs += batch
-            if bar is not None:
-                bar.update(1)
-            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            if step % log_every == 0 or end_of_epoch:
-                # One host sync per logging interval: the losses of the interval (and the method's
-                # extra scalars) come to the host together, so a NaN is reported with its exact
-                # step and no checkpoint is written after it.
-                tensor_keys = [k for k, vs in extras.items() if isinstance(vs[0], torch.Tensor)]
-                # Under data parallelism the logged values are means over ranks, so every rank
-                # sees the same numbers (a non-finite loss stops all of them at the same step).
-                host = distributed.mean_over_ranks(torch.stack([torch.stack(losses).float()] + [torch.stack(extras[k]) for k in tensor_keys])).tolist()
-                interval = host[0]
-                bad = next((i for i, v in enumerate(interval) if not math.isfinite(v)), None)
-                if bad is not None:
-                    bad = step - len(losses) + bad + 1
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}); "
-                        f"stopped; last good checkpoint kept at {run.last if run.last.is_file() else 'none (no checkpoint yet)'}"
-                    )
-                row = {"train/loss": sum(interval) / len(interval), "lr": cfg.optim.lr * factor}
-                for k, vs in zip(tensor_keys, host[1:]):
-                    row[f"train/{k}"] = sum(vs) / len(vs)
-                for k, vs in extras.items():
-                    if k not in tensor_keys:
-                        row[f"train/{k}"] = sum(vs) / len(vs)
-                if wd_scheduled:
-                    row["train/weight_decay"] = wd_now
-                elapsed = time.perf_counter() - t_start - t_paused
-                logger.log(step, step / steps_per_epoch, row, {"perf/img_per_s": t_imgs / max(elapsed, 1e-9)})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
-                losses, extras = [], {}
-                if end_of_epoch:
-                    t_pause = time.perf_counter()
-                    ep = math.ceil(step / steps_per_epoch)
-                    improved = False
-                    if method.eval_due(ep, step == total_steps):
-                        metrics = method.evaluate("val", ep)
-                        method.set_train_mode()
-                        logger.log(step, step / steps_per_epoch, metrics)
-                        value = metrics.get(method.selection_metric)
-                        improved = value is not None and value > best["value"]
-                        if improved:
-                            best = {"metric": method.selection_metric, "value": value, "step": step, "val": metrics}
-                    # last.pt first, then best.pt as its copy: a kill in between leaves a last.pt whose
-                    # best record points at its own step, and resuming restores best.pt from it.
-                    checkpoint(run.last)
-                    if improved and rank == 0:
-                        copy_atomic(run.last, run.best)
-                    t_paused += time.perf_counter() - t_pause
-                elif ckpt_every and step % ckpt_every == 0:
-                    t_pause = time.perf_counter()
-                    checkpoint(run.last)
-                    t_paused += time.perf_counter() - t_pause
-            if kill_at and step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-    finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-    distributed.barrier()  # rank 0's last.pt and best.pt are on disk before any rank reads them
-    segments = segments + [segment()]
-    # A resumed run reports the whole run: the segments of processes that were killed count up
-    # to their last checkpoint (what they did after it was redone, and is counted again).
-    train_time = max(sum(s["train_s"] for s in segments), 1e-9)
-    return FitResult(
-        step=step,
-        epochs_done=math.ceil(step / steps_per_epoch),
-        best=best,
-        resumed_from=resumed_from,
-        wall_time_s=sum(s["wall_s"] for s in segments),
-        throughput_img_s=sum(s["images"] for s in segments) / train_time,
-        segments=segments,
-    )
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Evaluation and checkpoint time: not training time (throughput excludes it)."""
+        t_pause = time.perf_counter()
+        yield
+        self.t_paused += time.perf_counter() - t_pause
+
+    # ---- the steps ---------------------------------------------------------------------------
+
+    def run(self) -> FitResult:
+        tc, method = self.cfg.train, self.method
+        kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)) if self.amp_dtype else contextlib.nullcontext
+        self.bar = _progress(tc.progress and self.rank == 0, self.total_steps, self.step, self.batch)
+        self.losses: list[torch.Tensor] = []
+        self.extras: dict[str, list] = {}  # the method's extra scalars of the interval, by key
+        self.t_start, self.t_imgs, self.t_paused = time.perf_counter(), 0, 0.0  # paused: evaluation and checkpoint time
+        method.set_train_mode()
+        order = None
+        try:
+            while self.step < self.total_steps:
+                epoch, pos = divmod(self.step, self.steps_per_epoch)
+                if order is None or pos == 0:
+                    order = epoch_order(self.n, tc.seed, epoch).to(self.device)
+                self.train_one_step(order, pos)
+                end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
+                if self.step % self.log_every == 0 or end_of_epoch:
+                    self.log_interval()
+                    if end_of_epoch:
+                        with self.paused():
+                            self.end_of_epoch()
+                    elif self.ckpt_every and self.step % self.ckpt_every == 0:
+                        with self.paused():
+                            self.checkpoint(self.run_dir.last)
+                if kill_at and self.step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            self.logger.close()
+        distributed.barrier()  # rank 0's last.pt and best.pt are on disk before any rank reads them
+        return self.result()
+
+    def train_one_step(self, order: torch.Tensor, pos: int) -> None:
+        """The schedules' values at this step, one update on this rank's slice of the global batch."""
+        cfg, step = self.cfg, self.step
+        start = pos * self.batch + self.rank * self.local  # this rank's slice of the global batch
+        idx = order[start : start + self.local]
+        ctx = StepContext(step, self.total_steps, self.steps_per_epoch)
+        self.factor = lr_factor(step, self.total_steps, self.steps_per_epoch, cfg.schedule)
+        self.wd_now = value_at(self.wd, step, self.total_steps, self.steps_per_epoch) if self.wd_scheduled else None
+        for g in self.optimizer.param_groups:
+            g["lr"] = cfg.optim.lr * g["lr_mult"] * self.factor
+            if self.wd_now is not None and not g["lars_exclude"]:
+                g["weight_decay"] = self.wd_now
+        loss, extra = train_step(self.method, self.optimizer, self.scaler, self.images[idx], self.labels[idx], self.aug_gen, ctx, cfg.optim.grad_clip, self.autocast, self.forward)
+        self.losses.append(loss.detach())
+        for k, v in extra.items():
+            self.extras.setdefault(k, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
+        self.step += 1
+        self.t_imgs += self.batch
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def log_interval(self) -> None:
+        """Bring the interval's losses to the host, stop on a non-finite one, log the means.
+
+        One host sync per logging interval: the losses of the interval (and the method's extra
+        scalars) come to the host together, so a NaN is reported with its exact step and no
+        checkpoint is written after it."""
+        step, steps_per_epoch, losses, extras = self.step, self.steps_per_epoch, self.losses, self.extras
+        tensor_keys = [k for k, vs in extras.items() if isinstance(vs[0], torch.Tensor)]
+        # Under data parallelism the logged values are means over ranks, so every rank
+        # sees the same numbers (a non-finite loss stops all of them at the same step).
+        host = distributed.mean_over_ranks(torch.stack([torch.stack(losses).float()] + [torch.stack(extras[k]) for k in tensor_keys])).tolist()
+        interval = host[0]
+        bad = next((i for i, v in enumerate(interval) if not math.isfinite(v)), None)
+        if bad is not None:
+            bad = step - len(losses) + bad + 1
+            last = self.run_dir.last
+            raise NonFiniteLossError(
+                f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}); "
+                f"stopped; last good checkpoint kept at {last if last.is_file() else 'none (no checkpoint yet)'}"
+            )
+        row = {"train/loss": sum(interval) / len(interval), "lr": self.cfg.optim.lr * self.factor}
+        for k, vs in zip(tensor_keys, host[1:]):
+            row[f"train/{k}"] = sum(vs) / len(vs)
+        for k, vs in extras.items():
+            if k not in tensor_keys:
+                row[f"train/{k}"] = sum(vs) / len(vs)
+        if self.wd_scheduled:
+            row["train/weight_decay"] = self.wd_now
+        elapsed = time.perf_counter() - self.t_start - self.t_paused
+        self.logger.log(step, step / steps_per_epoch, row, {"perf/img_per_s": self.t_imgs / max(elapsed, 1e-9)})
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
+        self.losses, self.extras = [], {}
+
+    def end_of_epoch(self) -> None:
+        """Validation (when due), then ``last.pt``, then ``best.pt`` when the selection metric improved."""
+        method, step = self.method, self.step
+        ep = math.ceil(step / self.steps_per_epoch)
+        improved = False
+        if method.eval_due(ep, step == self.total_steps):
+            metrics = method.evaluate("val", ep)
+            method.set_train_mode()
+            self.logger.log(step, step / self.steps_per_epoch, metrics)
+            value = metrics.get(method.selection_metric)
+            improved = value is not None and value > self.best["value"]
+            if improved:
+                self.best = {"metric": method.selection_metric, "value": value, "step": step, "val": metrics}
+        # last.pt first, then best.pt as its copy: a kill in between leaves a last.pt whose
+        # best record points at its own step, and resuming restores best.pt from it.
+        self.checkpoint(self.run_dir.last)
+        if improved and self.rank == 0:
+            copy_atomic(self.run_dir.last, self.run_dir.best)
+
+    def result(self) -> FitResult:
+        segments = self.segments + [self.segment()]
+        # A resumed run reports the whole run: the segments of processes that were killed count up
+        # to their last checkpoint (what they did after it was redone, and is counted again).
+        train_time = max(sum(s["train_s"] for s in segments), 1e-9)
+        return FitResult(
+            step=self.step,
+            epochs_done=math.ceil(self.step / self.steps_per_epoch),
+            best=self.best,
+            resumed_from=self.resumed_from,
+            wall_time_s=sum(s["wall_s"] for s in segments),
+            throughput_img_s=sum(s["images"] for s in segments) / train_time,
+            segments=segments,
+        )
 
 
 def train_step(method: Method, optimizer, scaler, images, labels, generator, ctx: StepContext, grad_clip: float = 0.0, autocast=contextlib.nullcontext, forward=None):
