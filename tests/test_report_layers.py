@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reprlab" / "report"
 
 # Besides the standard library: what each module of the package may import.
 ALLOWED = {
-    "load": {"reprlab.errors"},
+    "load": {"reprlab.errors", "reprlab.result"},  # result.py: result.json's schema (torch-free, imports only errors)
     "tables": {"reprlab.report.load"},
     "document": set(),
     "plots": {"matplotlib", "numpy", "reprlab.report.load", "reprlab.report.tables"},
