@@ -26,7 +26,7 @@ MAX_LINES = 600  # the design target; the test allows a little slack (650)
 #: monitor uses it); methods; the loop; studies; the command line. Names are module prefixes;
 #: the longest matching prefix wins.
 LAYERS: list[tuple[str, ...]] = [
-    ("reprlab", "reprlab.errors", "reprlab.io", "reprlab.registry", "reprlab.schedules", "reprlab.runtime", "reprlab.distributed"),
+    ("reprlab", "reprlab.errors", "reprlab.io", "reprlab.registry", "reprlab.result", "reprlab.schedules", "reprlab.runtime", "reprlab.distributed"),
     ("reprlab.report",),
     ("reprlab.data", "reprlab.augment", "reprlab.losses", "reprlab.models"),
     ("reprlab.config",),

@@ -25,7 +25,7 @@ from reprlab.config import Config, flatten, get_key, to_dict
 from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
 from reprlab.result import TASK_KINDS, read_result, result_key, task_kind
-from reprlab.runtime import resolve_device, seed_everything
+from reprlab.runtime import resolve_device, resolve_precision, seed_everything
 from reprlab.train.loop import _load_checkpoint, fit
 from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
 
@@ -280,7 +280,8 @@ def run_cached(cfg: Config, config_path: str | None = None, rerun: bool = False)
     def body(run: RunDir, device: torch.device, name: str) -> dict:
         splits = load_splits(cfg.data)
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
-        fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model), "precision": cfg.train.precision}
+        fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model),
+                       "precision": str(resolve_precision(cfg.train.precision, device))}  # what extraction ran in (auto differs between machines)
         if bb.source == "checkpoint":
             stat = Path(bb.info["checkpoint"]).stat()
             fingerprint["checkpoint"] = [bb.info.get("pretrain_step"), stat.st_size, stat.st_mtime_ns]
