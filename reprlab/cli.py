@@ -11,6 +11,7 @@ ends the command quietly with exit status 141 (128 + SIGPIPE), as a Unix tool ki
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import pkgutil
@@ -45,6 +46,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         p.add_argument("--data-root", default=argparse.SUPPRESS, help="folder holding the datasets (default: $REPRLAB_DATA, else ./data)")
         mods[name].add_arguments(p)
     return parser, mods
+
+
+@functools.cache
+def _parser() -> tuple[argparse.ArgumentParser, dict]:
+    return build_parser()
+
+
+def resolve_argv(argv: list[str]):
+    """The resolved config of a ``reprlab`` command line (``argv`` without the program), as its
+    command would record it (``run_config`` of the command module, as for ``--print-config``)."""
+    parser, mods = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        raise ReprlabError(f"command line does not parse: reprlab {' '.join(argv)}") from None
+    return mods[args.command].run_config(args)[0]
 
 
 #: exit status after a closed pipe: what a shell reports for a writer killed by SIGPIPE

@@ -27,7 +27,7 @@ from typing import Any
 
 from reprlab.augment.configs import MixConfig, ViewConfig  # dataclasses only: the config loads without torch
 from reprlab.errors import ReprlabError
-from reprlab.registry import METHODS
+from reprlab.registry import METHOD_CONFIGS, METHODS
 from reprlab.schedules import SHAPES, ScalarSchedule, Scheduled, all_values
 
 
@@ -100,13 +100,18 @@ class AugConfig:
 
 @dataclass
 class MethodConfig:
-    """The ``[method]`` section. Each method declares its own subclass next to its code
-    (``reprlab/methods/<name>.py``); ``[method]`` is checked against the chosen one."""
+    """The ``[method]`` section. Each method declares its own subclass, registered under its name
+    (``reprlab/methods/configs.py``); ``[method]`` is checked against the chosen one."""
 
     name: str = "supervised"  # registry key: supervised | simclr | byol | ... (`reprlab config method --method NAME`)
 
     def validate(self) -> None:
         """Range checks beyond types; raise ReprlabError naming the key."""
+
+    @classmethod
+    def default_views(cls) -> dict[str, ViewConfig]:
+        """The method's view pipelines by name (``[views.NAME]``); none for supervised methods."""
+        return {}
 
 
 @dataclass
@@ -191,16 +196,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-def method_class(name: str):
-    """The registered method class for ``method.name`` (imports its module)."""
-    return METHODS.get(name)
+def method_config_class(name: str) -> type[MethodConfig]:
+    """The ``[method]`` dataclass of method ``name``: from the torch-free
+    :data:`reprlab.registry.METHOD_CONFIGS`; a method whose dataclass is not there is found
+    through its class (which imports its module, and torch)."""
+    if name in METHOD_CONFIGS:
+        return METHOD_CONFIGS.get(name)
+    return METHODS.get(name).Config
 
 
 def use_method(cfg: "Config", name: str) -> None:
     """Install the defaults of method ``name`` ([method] and [views]) unless already in place."""
-    cls = method_class(name)
-    if type(cfg.method) is not cls.Config or cfg.method.name != name:
-        cfg.method = cls.Config(name=name)
+    cls = method_config_class(name)
+    if type(cfg.method) is not cls or cfg.method.name != name:
+        cfg.method = cls(name=name)
         cfg.views = cls.default_views()
 
 
@@ -430,12 +439,11 @@ def validate(cfg: Config) -> None:
 def _check_model_kwargs(name: str, kwargs: dict) -> None:
     """Architecture arguments must exist in the model's factory: a typo fails at load time, with
     a suggestion, not hours later when the model is built (or never, for a probe)."""
-    from reprlab.models import get_entry
+    from reprlab.models.registry import factory_arguments
 
-    params = inspect.signature(get_entry(name).factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    valid, any_keyword = factory_arguments(name)
+    if any_keyword:
         return
-    valid = [n for n in params if n != "num_classes"]
     fields = [f.name for f in dataclasses.fields(ModelConfig)]
     for key in kwargs:
         if key not in valid:

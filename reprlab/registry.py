@@ -3,7 +3,8 @@
 A registry knows the package its entries live in and imports it lazily (``reprlab.methods.byol``
 registers ``byol`` when imported), so naming an entry never requires importing every module of
 the project up front, and a lower layer can look up an entry of a higher one by name without
-importing it.
+importing it. The package may be a single module that registers every entry when imported
+(``reprlab.methods.configs``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Registry(Generic[T]):
         return obj
 
     def _load(self, name: str | None = None) -> None:
+        if self._loaded:
+            return
+        if not hasattr(importlib.import_module(self.package), "__path__"):  # a module: it registered all
+            self._loaded = True
+            return
         if name is not None and name not in self._entries and name.isidentifier() and not name.startswith("_") and name not in self.skip:
             try:  # the usual case: the entry lives in a module of its own name
                 importlib.import_module(f"{self.package}.{name}")
@@ -80,4 +86,9 @@ class Registry(Generic[T]):
 #: self-supervised and supervised methods: ``reprlab/methods/<name>.py``; the models
 #: (``reprlab.models.registry.MODELS``) and datasets (``reprlab.data.registry.DATASETS``) are
 #: registries of this class too, next to their decorators
-METHODS: Registry = Registry("method", "reprlab.methods", skip=("base", "ssl"))
+METHODS: Registry = Registry("method", "reprlab.methods", skip=("base", "ssl", "configs"))
+
+#: the ``[method]`` dataclass of each method, by the method's name: torch-free, so that a config
+#: loads without torch (``reprlab/methods/configs.py``; a method may instead declare it as the
+#: ``Config`` of its class, found through :data:`METHODS`)
+METHOD_CONFIGS: Registry = Registry("method", "reprlab.methods.configs")

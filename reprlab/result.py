@@ -43,13 +43,15 @@ class TaskKind:
     backbone: bool = False  # builds on ``eval.backbone`` (its architecture from the checkpoint)
     finetune_mode: str | None = None  # over a backbone: "full" (all layers) | "head" (a new linear head)
     frozen: bool = False  # the backbone is verified bit-identical afterwards
+    scratch: bool = False  # trains a supervised classifier from random init (backbone_source "scratch", run.family)
+    pretrains: bool = False  # trains a backbone for later runs (result.json's fraction is its data fraction)
 
 
 TASK_KINDS: dict[str, TaskKind] = {
     k.name: k
     for k in (
-        TaskKind("train", "train", "scratch", loop=True),
-        TaskKind("pretrain", "pretrain", "pretrain", loop=True),
+        TaskKind("train", "train", "scratch", loop=True, scratch=True),
+        TaskKind("pretrain", "pretrain", "pretrain", loop=True, pretrains=True),
         TaskKind("finetune-full", "finetune", "finetune-full", loop=True, backbone=True, finetune_mode="full"),
         TaskKind("finetune-head", "finetune", "finetune-head", loop=True, backbone=True, finetune_mode="head"),
         TaskKind("probe-augment", "probe", "linear-augment", loop=True, backbone=True, finetune_mode="head", frozen=True),

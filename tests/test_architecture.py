@@ -81,3 +81,29 @@ def test_config_loads_without_torch(graph):
     (a method's or model's module is imported only when a config names it)."""
     mod, g = graph
     assert mod.heavy_reach(g, "reprlab.config", lazy=False) == []
+
+
+def test_study_dry_run_does_not_import_torch(tmp_path):
+    """Every run of a study is loaded and its config checked at ``--dry-run`` (methods, views,
+    model arguments): through the torch-free config dataclasses, without importing torch."""
+    torch_loaded, out = _imports_torch("study", "run", "quick", "--dry-run", "--out", str(tmp_path / "quick"))
+    assert "simclr" in out and "new" in out, out
+    assert not torch_loaded, "`reprlab study run quick --dry-run` imported torch"
+
+
+def test_every_method_config_loads_without_torch():
+    code = (
+        "import sys\nfrom reprlab.config import load_config\nfrom reprlab.registry import METHOD_CONFIGS\n"
+        "names = METHOD_CONFIGS.names()\n"
+        "cfgs = [load_config(None, [f'method.name=\"{n}\"', 'model.kwargs.width=16']) for n in names]\n"
+        "assert [c.method.name for c in cfgs] == names\n"
+        "print(','.join(names)); print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    names, torch_state = p.stdout.split()
+    assert torch_state == "NO-TORCH"
+    # the torch-free registry knows every method the torch registry knows
+    from reprlab.registry import METHODS
+
+    assert names.split(",") == METHODS.names()

@@ -177,3 +177,19 @@ def test_dino_takes_the_largest_crops_as_global_whatever_the_views_are_named(cif
     assert m.n_global == 2 and len(m.views) == 4
     with pytest.raises(ReprlabError, match="DINO needs at least 2 global crops"):
         tiny_method("dino", cifar, "views.global2.size=16")  # then only one crop is of the largest size
+
+
+def test_a_method_class_must_carry_the_config_registered_for_its_name():
+    """The torch-free [method] dataclasses (methods/configs.py) and the method classes are two
+    registries of one set of names: every class's Config is the dataclass of its name, and a
+    class that brings another is refused when it registers."""
+    from reprlab.methods.base import Method, register_method
+    from reprlab.registry import METHOD_CONFIGS, METHODS
+
+    assert METHOD_CONFIGS.names() == METHODS.names()
+    for name in METHODS.names():
+        assert METHODS.get(name).Config is METHOD_CONFIGS.get(name), name
+        assert METHODS.get(name).default_views() == METHOD_CONFIGS.get(name).default_views(), name
+    with pytest.raises(ValueError, match="method 'byol': its Config MethodConfig is not the \\[method\\] dataclass registered for it \\(BYOLConfig\\)"):
+        register_method("byol")(type("NotBYOL", (Method,), {}))
+    assert METHODS.get("byol").__name__ == "BYOL"  # the refused class did not replace it

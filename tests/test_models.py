@@ -256,3 +256,28 @@ def test_torchvision_vgg11_bn_weights_map() -> None:
 def test_load_matching_rejects_non_mapping() -> None:
     with pytest.raises(ReprlabError, match="expected a mapping"):
         load_matching(nn.Linear(2, 2), [torch.zeros(2)])  # type: ignore[arg-type]
+
+
+def test_factory_arguments_read_from_the_source_match_the_imported_factories() -> None:
+    """A config checks model arguments from the source of reprlab/models (no torch import): what
+    it reads must be exactly what the registered factory takes, for every model."""
+    import inspect
+
+    from reprlab.models.registry import _declared_arguments, factory_arguments
+
+    declared = _declared_arguments()
+    assert set(declared) == set(list_models())  # every model is registered under a literal name
+    for name in list_models():
+        params = inspect.signature(get_entry(name).factory).parameters.values()
+        names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "num_classes"]
+        assert factory_arguments(name) == (names, any(p.kind is p.VAR_KEYWORD for p in params)), name
+    assert factory_arguments("resnet18") == (["width", "zero_init_residual"], False)
+
+
+def test_a_model_argument_typo_is_one_line_with_the_closest_argument() -> None:
+    from reprlab.config import load_config
+
+    with pytest.raises(ReprlabError, match=r"config key 'model.kwargs.widht': model 'resnet18' takes no argument 'widht'; did you mean 'model.kwargs.width'\? \(it takes: width, zero_init_residual\)"):
+        load_config(None, ["model.kwargs.widht=16"])
+    with pytest.raises(ReprlabError, match=r"unknown model 'resnet81'; did you mean 'resnet18'\?"):
+        load_config(None, ['model.name="resnet81"', "model.kwargs.width=16"])

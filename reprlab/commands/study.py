@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reprlab.cli import resolve_argv
     from reprlab.studies import runner, spec
 
     if args.study_command == "list":
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     path = spec.find_study(args.study)
     methods = getattr(args, "methods", None)
-    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None)
+    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None, resolve=resolve_argv)
     if args.study_command == "status":
         return runner.status(study, args.only)
     data_root = getattr(args, "data_root", None)

@@ -21,39 +21,21 @@ both views pass through the network as one batch, so BatchNorm statistics cover 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
 from reprlab import distributed
 from reprlab.losses import barlow_twins_loss
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, asymmetric_views, check
+from reprlab.methods.configs import BarlowTwinsConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-
-
-@dataclass
-class BarlowTwinsConfig(SSLConfig):
-    proj_hidden_dim: int = 2048  # projector hidden width (paper: 8192; solo-learn CIFAR: 2048)
-    proj_out_dim: int = 2048  # projector output width = side of the cross-correlation matrix (paper: 8192; solo-learn CIFAR: 2048)
-    proj_layers: int = 3  # projector Linear layers, BN + ReLU between them (paper: 3)
-    lambd: float = 0.0051  # weight of the off-diagonal (redundancy-reduction) term (paper's code: 0.0051)
-    scale_loss: float = 0.1  # constant factor on the loss (paper: 1; solo-learn CIFAR: 0.1)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "proj_layers", self.proj_layers >= 1, ">= 1")
-        check(self, "lambd", self.lambd >= 0, ">= 0")
-        check(self, "scale_loss", self.scale_loss > 0, "> 0")
 
 
 @register_method("barlow_twins")
 class BarlowTwins(SSLMethod):
     Config = BarlowTwinsConfig
 
-    @classmethod
-    def default_views(cls):
-        return asymmetric_views()
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

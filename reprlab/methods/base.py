@@ -32,7 +32,7 @@ from reprlab.config import MethodConfig
 from reprlab.data.device import stats_tensors
 from reprlab.data.types import Splits
 from reprlab.errors import ReprlabError
-from reprlab.registry import METHODS
+from reprlab.registry import METHOD_CONFIGS, METHODS
 from reprlab.runtime import resolve_precision
 from reprlab.schedules import ScalarSchedule, value_at
 
@@ -41,7 +41,15 @@ StepOutput = tuple[torch.Tensor, dict[str, "torch.Tensor | float"]]
 
 
 def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
-    return METHODS.register(name)
+    """Decorator: register a method class under ``name``; its ``Config`` must be the dataclass
+    registered under that name in :data:`~reprlab.registry.METHOD_CONFIGS`, if there is one."""
+
+    def wrap(cls: type["Method"]) -> type["Method"]:
+        if name in METHOD_CONFIGS and METHOD_CONFIGS.get(name) is not cls.Config:
+            raise ValueError(f"method {name!r}: its Config {cls.Config.__name__} is not the [method] dataclass registered for it ({METHOD_CONFIGS.get(name).__name__})")
+        return METHODS.register(name)(cls)
+
+    return wrap
 
 
 def get_method(name: str) -> type["Method"]:
@@ -77,8 +85,8 @@ class Method(nn.Module):
 
     @classmethod
     def default_views(cls) -> dict:
-        """The method's view pipelines by name (``[views.NAME]``); none for supervised methods."""
-        return {}
+        """The method's view pipelines by name (``[views.NAME]``): its config's."""
+        return cls.Config.default_views()
 
     def __init__(self, cfg, splits: Splits, device: torch.device) -> None:
         super().__init__()

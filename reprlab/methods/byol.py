@@ -14,32 +14,20 @@ The EMA momentum rises from 0.99 to 1 along a cosine over training, as in the pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 
 from reprlab.losses import byol_loss
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, asymmetric_views
+from reprlab.methods.configs import BYOLConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-from reprlab.schedules import ScalarSchedule, Scheduled
-
-
-@dataclass
-class BYOLConfig(SSLConfig):
-    proj_hidden_dim: int = 4096  # projector hidden width
-    proj_out_dim: int = 256  # projector output width (the space the loss compares)
-    pred_hidden_dim: int = 4096  # predictor hidden width
-    momentum: Scheduled = field(default_factory=lambda: ScalarSchedule(start=0.99, end=1.0, shape="cosine"))  # EMA momentum of the target (paper: 0.996 -> 1 on ImageNet; CIFAR 0.99 -> 1)
 
 
 @register_method("byol")
 class BYOL(SSLMethod):
     Config = BYOLConfig
 
-    @classmethod
-    def default_views(cls):
-        return asymmetric_views()
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

@@ -34,41 +34,16 @@ images, solarisation 0.2 on the second global crop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 
 from reprlab import distributed
-from reprlab.augment.views import ViewConfig
 from reprlab.losses import dino_center_update, dino_loss
 from reprlab.errors import ReprlabError
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, check
+from reprlab.methods.configs import DINOConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import DINOHead
-from reprlab.schedules import ScalarSchedule, Scheduled, all_values
-
-
-@dataclass
-class DINOConfig(SSLConfig):
-    proj_hidden_dim: int = 2048  # head MLP hidden width (paper and solo-learn CIFAR: 2048)
-    bottleneck_dim: int = 256  # width of the L2-normalised bottleneck (paper: 256)
-    out_dim: int = 4096  # K, logits of the weight-normalised last layer (paper: 65536; solo-learn CIFAR: 4096)
-    head_layers: int = 3  # Linear layers of the head MLP, GELU between them (paper: 3)
-    head_batch_norm: bool = False  # BatchNorm in the head MLP (paper: off)
-    student_temperature: float = 0.1  # tau_s (paper: 0.1)
-    teacher_temperature: Scheduled = field(default_factory=lambda: ScalarSchedule(start=0.07, warmup_from=0.04, warmup_epochs=50))  # tau_t: linear warm-up 0.04 -> 0.07, then constant (paper: over 30 epochs; solo-learn: 50)
-    center_momentum: float = 0.9  # EMA momentum of the teacher centre (paper: 0.9)
-    momentum: Scheduled = field(default_factory=lambda: ScalarSchedule(start=0.9995, end=1.0, shape="cosine"))  # teacher EMA momentum (paper: 0.996 -> 1; solo-learn CIFAR: 0.9995 -> 1)
-    freeze_last_layer_epochs: int = 1  # the head's last layer gets no update during this many first epochs (paper: 1)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "head_layers", self.head_layers >= 1, ">= 1")
-        check(self, "student_temperature", self.student_temperature > 0, "> 0")
-        check(self, "teacher_temperature", min(all_values(self.teacher_temperature)) > 0, "values > 0")
-        check(self, "center_momentum", 0.0 <= self.center_momentum <= 1.0, "a value in [0, 1]")
-        check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1]")
-        check(self, "freeze_last_layer_epochs", self.freeze_last_layer_epochs >= 0, ">= 0")
 
 
 @register_method("dino")
@@ -76,15 +51,6 @@ class DINO(SSLMethod):
     Config = DINOConfig
     probe_backbone = "teacher_backbone"  # the paper evaluates the teacher
 
-    @classmethod
-    def default_views(cls):
-        # solo-learn's asymmetric CIFAR pair as the global crops, plus the paper's local crops.
-        jitter = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
-        return {
-            "global1": ViewConfig(**jitter, crop_scale=(0.4, 1.0)),
-            "global2": ViewConfig(**jitter, crop_scale=(0.4, 1.0), solarize_prob=0.2),
-            "local": ViewConfig(**jitter, count=4, size=16, crop_scale=(0.05, 0.4)),
-        }
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

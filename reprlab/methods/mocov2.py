@@ -21,7 +21,6 @@ shuffled BN (a multi-GPU device against BN leaking the positive through batch st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,34 +28,15 @@ import torch.nn.functional as F
 from reprlab import distributed
 from reprlab.losses import moco_infonce
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, check, symmetric_weak_views
+from reprlab.methods.configs import MoCoV2Config
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-from reprlab.schedules import ScalarSchedule, Scheduled, all_values
-
-
-@dataclass
-class MoCoV2Config(SSLConfig):
-    temperature: float = 0.2  # InfoNCE temperature (MoCo v2: 0.2; v1: 0.07)
-    proj_hidden_dim: int = 2048  # projector hidden width (no BN, as in MoCo v2)
-    proj_out_dim: int = 256  # projector output width = key width (paper: 128; solo-learn CIFAR: 256)
-    queue_size: int = 65536  # negative keys kept (both views' keys are enqueued: 2 x batch per step)
-    symmetric: bool = True  # loss in both directions, averaged (solo-learn's "MoCo v2+"); false = the paper's q1 -> k2 only
-    momentum: Scheduled = field(default_factory=lambda: ScalarSchedule(start=0.99, end=0.999, shape="cosine"))  # key-encoder EMA momentum (paper: 0.999 on ImageNet; solo-learn CIFAR: 0.99 -> 0.999)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "temperature", self.temperature > 0, "> 0")
-        check(self, "queue_size", self.queue_size >= 1, ">= 1")
-        check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1]")
 
 
 @register_method("mocov2")
 class MoCoV2(SSLMethod):
     Config = MoCoV2Config
 
-    @classmethod
-    def default_views(cls):
-        return symmetric_weak_views()
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

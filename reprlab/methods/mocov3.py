@@ -20,41 +20,21 @@ solo-learn's LARS clips the adapted lr at the global one; the recipe does too (o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 
 from reprlab import distributed
 from reprlab.losses import mocov3_loss
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, asymmetric_views, check
+from reprlab.methods.configs import MoCoV3Config
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-from reprlab.schedules import ScalarSchedule, Scheduled, all_values
-
-
-@dataclass
-class MoCoV3Config(SSLConfig):
-    temperature: float = 0.2  # InfoNCE temperature (paper: 1.0 for ResNet-50, 0.2 for ViT; solo-learn CIFAR: 0.2)
-    proj_hidden_dim: int = 4096  # projector hidden width
-    proj_out_dim: int = 256  # projector (and predictor) output width
-    proj_layers: int = 3  # projector depth in Linear layers (paper text: 3; official ResNet code and solo-learn: 2)
-    pred_hidden_dim: int = 4096  # predictor hidden width (2 layers)
-    momentum: Scheduled = field(default_factory=lambda: ScalarSchedule(start=0.99, end=1.0, shape="cosine"))  # key-encoder EMA momentum (paper: 0.99 -> 1 cosine for ResNet-50; solo-learn CIFAR the same)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "temperature", self.temperature > 0, "> 0")
-        check(self, "proj_layers", self.proj_layers >= 1, ">= 1")
-        check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1]")
 
 
 @register_method("mocov3")
 class MoCoV3(SSLMethod):
     Config = MoCoV3Config
 
-    @classmethod
-    def default_views(cls):
-        return asymmetric_views()
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

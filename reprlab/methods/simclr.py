@@ -8,27 +8,15 @@ over the 2N views of the batch. Recipe: configs/pretrain/simclr_cifar100.toml.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
 from reprlab import distributed
 from reprlab.losses import nt_xent
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, check
+from reprlab.methods.configs import SimCLRConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-
-
-@dataclass
-class SimCLRConfig(SSLConfig):
-    temperature: float = 0.5  # NT-Xent temperature (SimCLR CIFAR: 0.5)
-    proj_hidden_dim: int = 2048  # projection head hidden width
-    proj_out_dim: int = 128  # projection head output width
-    proj_layers: int = 2  # projection head depth (SimCLR v1: 2)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "temperature", self.temperature > 0, "> 0")
 
 
 @register_method("simclr")

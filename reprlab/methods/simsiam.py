@@ -24,36 +24,21 @@ experiments (its appendix) use a smaller projector; we do not reproduce that var
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from reprlab.losses import simsiam_loss
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, check, symmetric_weak_views
+from reprlab.methods.configs import SimSiamConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-
-
-@dataclass
-class SimSiamConfig(SSLConfig):
-    proj_hidden_dim: int = 2048  # projector hidden width (paper and solo-learn CIFAR: 2048)
-    proj_out_dim: int = 2048  # projector output width = the predictor's input and output width
-    proj_layers: int = 3  # projector depth in Linear layers, BN after each, the output one included (paper: 3)
-    pred_hidden_dim: int = 512  # predictor bottleneck width (paper: 512 for D = 2048)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "proj_layers", self.proj_layers >= 1, ">= 1")
 
 
 @register_method("simsiam")
 class SimSiam(SSLMethod):
     Config = SimSiamConfig
 
-    @classmethod
-    def default_views(cls):
-        return symmetric_weak_views()
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

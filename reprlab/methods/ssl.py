@@ -14,62 +14,16 @@ them, its hooks; see ``byol.py`` for a short example.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from reprlab.augment.views import MultiView, ViewConfig
-from reprlab.config import MethodConfig
+from reprlab.augment.views import MultiView
 from reprlab.errors import ReprlabError
 from reprlab.eval.knn import KNNMonitor
 from reprlab.methods.base import Method, StepContext
+from reprlab.methods.configs import SSLConfig
 from reprlab.models import create_model
 from reprlab.models.momentum import ema_update_, momentum_copy
-
-
-@dataclass
-class SSLConfig(MethodConfig):
-    knn_k: int = 200  # kNN monitor: neighbours
-    knn_temperature: float = 0.1  # kNN monitor: similarity temperature
-    knn_every_epochs: int = 5  # kNN monitor on the CIFAR-100 validation split every this many epochs
-    knn_bank_size: int = 0  # kNN monitor: training images in the memory bank (evenly strided); 0 = all
-
-    def validate(self) -> None:
-        check(self, "knn_k", self.knn_k >= 1, ">= 1")
-        check(self, "knn_temperature", self.knn_temperature > 0, "> 0")
-        check(self, "knn_every_epochs", self.knn_every_epochs >= 0, ">= 0")
-        check(self, "knn_bank_size", self.knn_bank_size >= 0, ">= 0")
-        if hasattr(self, "momentum"):  # an EMA momentum (BYOL, MoCo, DINO): every value it takes in [0, 1]
-            from reprlab.schedules import all_values
-
-            check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1] (1 = the target never moves)")
-
-
-def check(cfg, key: str, ok: bool, expected: str) -> None:
-    """Raise the standard one-line error for ``method.<key>`` unless ``ok``."""
-    if not ok:
-        raise ReprlabError(f"config key 'method.{key}': expected {expected}, got {getattr(cfg, key)!r}")
-
-
-def two_views(**overrides) -> dict[str, ViewConfig]:
-    """Two crops from one pipeline (SimCLR, MoCo, SimSiam, Barlow Twins, VICReg)."""
-    return {"view": ViewConfig(count=2, **overrides)}
-
-
-def asymmetric_views() -> dict[str, ViewConfig]:
-    """solo-learn's "asymmetric" CIFAR pair (BYOL, MoCo v3, Barlow Twins): the BYOL paper's two
-    views without blur on 32 px images; solarisation 0 / 0.2 makes them differ."""
-    jitter = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
-    return {"view1": ViewConfig(**jitter, solarize_prob=0.0), "view2": ViewConfig(**jitter, solarize_prob=0.2)}
-
-
-def symmetric_weak_views() -> dict[str, ViewConfig]:
-    """solo-learn's CIFAR "symmetric_weak" views (SimSiam, MoCo v2): both crops from one pipeline,
-    default jitter (0.4, 0.4, 0.4, 0.1), Gaussian blur (sigma 0.1-2 px) half of the time. Its
-    blur is PIL's untruncated filter; a 13 px kernel (0.4 x 32) spans +-3 sigma at the largest
-    sigma, where the default 3 px kernel would clip it."""
-    return {"view": ViewConfig(count=2, blur_prob=0.5, blur_kernel_frac=0.4)}
 
 
 class SSLMethod(Method):
@@ -78,10 +32,6 @@ class SSLMethod(Method):
     #: the attribute holding the backbone that the kNN monitor scores and that the checkpoint
     #: hands to `reprlab probe` / `finetune` ("backbone", or e.g. DINO's EMA teacher)
     probe_backbone = "backbone"
-
-    @classmethod
-    def default_views(cls) -> dict[str, ViewConfig]:
-        return two_views()
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

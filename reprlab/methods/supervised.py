@@ -8,7 +8,6 @@ crop + flip, optional RandAugment and random erasing, CutMix/Mixup with soft tar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,18 +16,12 @@ from reprlab import distributed
 from reprlab.augment.basic import random_crop, random_flip
 from reprlab.augment.mix import BatchMix, rand_augment, random_erasing
 from reprlab.data.device import iterate_eval, prepare_batch, stats_tensors
-from reprlab.config import MethodConfig
 from reprlab.errors import ReprlabError
 from reprlab.eval.metrics import classification_metrics
 from reprlab.losses import soft_cross_entropy
 from reprlab.methods.base import Method, register_method
+from reprlab.methods.configs import SupervisedConfig
 from reprlab.models import create_model
-
-
-@dataclass
-class SupervisedConfig(MethodConfig):
-    """Supervised training needs no [method] fields: its recipe is [aug] (crop, flip,
-    RandAugment, erasing, CutMix/Mixup, label smoothing)."""
 
 
 @register_method("supervised")

@@ -28,53 +28,26 @@ from but not assigned, as the paper's local crops are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from reprlab import distributed
-from reprlab.augment.views import ViewConfig
 from reprlab.errors import ReprlabError
 from reprlab.losses import sinkhorn_knopp, swav_loss
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, check
+from reprlab.methods.configs import SwAVConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
 
 N_ASSIGN = 2  # crops whose codes are predicted (the global crops)
-
-
-@dataclass
-class SwAVConfig(SSLConfig):
-    proj_hidden_dim: int = 2048  # projector hidden width (paper and solo-learn CIFAR: 2048)
-    proj_out_dim: int = 128  # projection width = prototype width (paper: 128)
-    num_prototypes: int = 3000  # K, learnable prototypes (paper ImageNet and solo-learn CIFAR: 3000)
-    temperature: float = 0.1  # softmax temperature of the swapped prediction (paper: 0.1)
-    sinkhorn_epsilon: float = 0.05  # entropy regularisation of the Sinkhorn codes (paper: 0.05)
-    sinkhorn_iterations: int = 3  # Sinkhorn-Knopp iterations (paper: 3)
-    queue_size: int = 3840  # past projections per assigned crop added to Sinkhorn's input, over all ranks; 0 = no queue (solo-learn CIFAR: 3840)
-    queue_start_epochs: int = 50  # the queue joins the codes from this epoch on, once full (solo-learn CIFAR: 50)
-    freeze_prototypes_epochs: int = 2  # the prototypes get no update during this many first epochs (paper: 1; solo-learn CIFAR: 2)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "temperature", self.temperature > 0, "> 0")
-        check(self, "sinkhorn_epsilon", self.sinkhorn_epsilon > 0, "> 0")
-        check(self, "sinkhorn_iterations", self.sinkhorn_iterations >= 1, ">= 1")
-        check(self, "queue_size", self.queue_size >= 0, ">= 0")
-        check(self, "queue_start_epochs", self.queue_start_epochs >= 0, ">= 0")
-        check(self, "freeze_prototypes_epochs", self.freeze_prototypes_epochs >= 0, ">= 0")
 
 
 @register_method("swav")
 class SwAV(SSLMethod):
     Config = SwAVConfig
 
-    @classmethod
-    def default_views(cls):
-        # solo-learn's "symmetric" CIFAR views: colour strength 1, blur 0.5.
-        return {"view": ViewConfig(count=2, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_prob=0.5)}
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

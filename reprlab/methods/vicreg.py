@@ -22,41 +22,21 @@ through the network as one batch (BatchNorm statistics over both views).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
 from reprlab import distributed
 from reprlab.losses import vicreg_loss
 from reprlab.methods.base import register_method
-from reprlab.methods.ssl import SSLConfig, SSLMethod, check, two_views
+from reprlab.methods.configs import VICRegConfig
+from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
-
-
-@dataclass
-class VICRegConfig(SSLConfig):
-    proj_hidden_dim: int = 2048  # expander hidden width (paper: 8192; solo-learn CIFAR: 2048)
-    proj_out_dim: int = 2048  # expander output width, the embedding the loss sees (paper: 8192; solo-learn CIFAR: 2048)
-    proj_layers: int = 3  # expander Linear layers, BN + ReLU between them (paper: 3)
-    sim_coeff: float = 25.0  # lambda: weight of the invariance (MSE) term (paper: 25)
-    std_coeff: float = 25.0  # mu: weight of the variance hinge (paper: 25)
-    cov_coeff: float = 1.0  # nu: weight of the covariance term (paper: 1)
-
-    def validate(self) -> None:
-        super().validate()
-        check(self, "proj_layers", self.proj_layers >= 1, ">= 1")
-        for key in ("sim_coeff", "std_coeff", "cov_coeff"):
-            check(self, key, getattr(self, key) >= 0, ">= 0")
 
 
 @register_method("vicreg")
 class VICReg(SSLMethod):
     Config = VICRegConfig
 
-    @classmethod
-    def default_views(cls):
-        # solo-learn's CIFAR VICReg views: one pipeline, two crops.
-        return two_views(crop_scale=(0.2, 1.0), saturation=0.2, solarize_prob=0.1)
 
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)

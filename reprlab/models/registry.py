@@ -13,13 +13,18 @@ fine-tuning code never special-case an architecture:
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 from dataclasses import dataclass
-from typing import Callable
-
-import torch.nn as nn
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from reprlab.errors import ReprlabError
 from reprlab.registry import Registry
+
+if TYPE_CHECKING:  # this module stays free of torch: a config checks model arguments without it
+    import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,35 @@ def register_model(
 def get_entry(name: str) -> ModelEntry:
     """The registered model ``name``; unknown: a one-line error with the closest name and the known ones."""
     return MODELS.get(name)
+
+
+def factory_arguments(name: str) -> tuple[list[str], bool]:
+    """The keyword arguments of model ``name``'s factory (``num_classes`` left out) and whether
+    it takes ``**kwargs``. Read from the source of ``reprlab/models/`` when the factory is
+    registered there under a literal name, so that checking a config imports no torch; else from
+    the imported factory."""
+    declared = _declared_arguments()
+    if name in declared:
+        return declared[name]
+    params = inspect.signature(get_entry(name).factory).parameters.values()
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "num_classes"]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+@functools.cache
+def _declared_arguments() -> dict[str, tuple[list[str], bool]]:
+    out: dict[str, tuple[list[str], bool]] = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Name) and dec.func.id == "register_model"
+                        and dec.args and isinstance(dec.args[0], ast.Constant) and isinstance(dec.args[0].value, str)):
+                    a = node.args
+                    names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs) if x.arg != "num_classes"]
+                    out[dec.args[0].value] = (names, a.kwarg is not None)
+    return out
 
 
 def create_model(name: str, num_classes: int = 100, **kw) -> nn.Module:

@@ -24,7 +24,6 @@ probe was asked for would be a bad surprise; ``--dry-run`` shows such runs as bl
 from __future__ import annotations
 
 import fnmatch
-import functools
 import os
 import sys
 import time
@@ -55,23 +54,12 @@ class NodeState:
     holds: str = ""  # stale: what the directory holds ("a complete run", "a partial run (...)")
 
 
-@functools.cache
-def _cli() -> tuple[Any, dict]:
-    from reprlab.cli import build_parser
-
-    return build_parser()
-
-
 def node_config(study: Study, node: Node, best: dict[str, Any] | None = None):
     """The resolved config a run's command line would record: the child's own resolution
-    (``run_config`` of its command module, as for ``--print-config``), run in this process."""
-    parser, mods = _cli()
-    argv = run_argv(study, node, None, best)[3:]  # without `python -m reprlab`
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit:
-        raise ReprlabError(f"run {node.name!r}: its command line does not parse: {display(argv)}") from None
-    return mods[args.command].run_config(args)[0]
+    (``Study.resolve``, as for ``--print-config``), run in this process."""
+    if study.resolve is None:
+        raise ReprlabError(f"study {study.name!r} was loaded without a config resolver (Study.resolve): cannot compare run {node.name!r} with its directory")
+    return study.resolve(run_argv(study, node, None, best)[3:])  # without `python -m reprlab`
 
 
 def _stale(study: Study, node: Node, holds: str) -> NodeState | None:
@@ -123,9 +111,9 @@ def node_state(study: Study, node: Node) -> NodeState:
 
 
 def best_params(study: Study, node: Node) -> dict[str, Any] | None:
-    if node.kind != "run" or node.spec.best_of is None:
+    if node.best_of is None:
         return None
-    sweep = study.nodes[node.spec.best_of].spec
+    sweep = study.nodes[node.best_of].spec
     return best_trial(study.out_dir, sweep.name, sweep.metric)
 
 
@@ -198,14 +186,14 @@ def dry_run(study: Study, only: list[str] | None = None, data_root: str | None =
         node, st = study.nodes[name], states[name]
         reason = _reason(study, node, st, states, blocked)
         best = None
-        if node.kind == "run" and node.spec.best_of is not None and states[node.spec.best_of].status == "complete":
+        if node.best_of is not None and states[node.best_of].status == "complete":
             best = best_params(study, node)
         argv = run_argv(study, node, data_root, best)
         if st.status == "stale":
             argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")  # what `study run --rerun` starts
         line = display(under_torchrun(argv, gpus_per_run))
-        if node.kind == "run" and node.spec.best_of is not None and best is None:
-            line += f"  <+ best parameters of {node.spec.best_of}>"
+        if node.best_of is not None and best is None:
+            line += f"  <+ best parameters of {node.best_of}>"
         print(f"{i:3d}. {name:<{width}}  {reason}", file=out)
         print(f"       {line}", file=out)
     return 0
@@ -322,7 +310,7 @@ def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | No
     status: dict[str, str] = {n: "pending" for n in chosen}  # pending | running | done | failed | blocked
     reasons: dict[str, str] = {}
     # a sweep may run as several processes sharing one Optuna storage (``parallel``)
-    replicas = {n: (study.nodes[n].spec.parallel if study.nodes[n].kind == "sweep" else 1) for n in chosen}
+    replicas = {n: study.nodes[n].replicas for n in chosen}
     launched: dict[str, int] = {n: 0 for n in chosen}
     active: dict[str, int] = {n: 0 for n in chosen}
     running: dict[int, _Job] = {}

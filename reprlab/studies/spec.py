@@ -47,7 +47,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from reprlab.errors import ReprlabError
 from reprlab.studies.checks import NAME_RE, check_keys, check_node, check_overrides, did_you_mean, expect, override, read_toml, resolve_config_path, string_list, validate_overrides
@@ -91,6 +91,16 @@ class Node:
     deps: list[str] = field(default_factory=list)
     backbone: str | None = None  # resolved --backbone value
 
+    @property
+    def best_of(self) -> str | None:
+        """The sweep whose best parameters this run takes (and waits for), if any."""
+        return self.spec.best_of if isinstance(self.spec, RunSpec) else None
+
+    @property
+    def replicas(self) -> int:
+        """Processes the runner may start for this node at once (a sweep's ``parallel`` workers)."""
+        return self.spec.parallel if isinstance(self.spec, SweepSpec) else 1
+
 
 @dataclass
 class Study:
@@ -102,6 +112,10 @@ class Study:
     path: Path
     nodes: dict[str, Node]  # in execution (topological, then file) order
     storage: str | None = None  # Optuna storage URL for every sweep (--storage, else [study] storage)
+    #: the resolved config of a ``reprlab`` command line (argv without ``python -m reprlab``),
+    #: as the child would record it: given by the command layer, which owns the parsers; the
+    #: runner compares it with a run directory's config (stale runs)
+    resolve: Callable[[list[str]], Any] | None = None
 
     def run_dir(self, node: Node) -> Path:
         return self.out_dir / node.name
@@ -136,7 +150,14 @@ def read_header(path: Path) -> dict:
     return {"name": head.get("name", Path(path).stem), "description": head.get("description", ""), "gpu_hours": head.get("gpu_hours")}
 
 
-def load_study(path: str | Path, out_dir: str | Path | None = None, validate: bool = True, storage: str | None = None, methods: list[str] | None = None) -> Study:
+def load_study(
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    validate: bool = True,
+    storage: str | None = None,
+    methods: list[str] | None = None,
+    resolve: Callable[[list[str]], Any] | None = None,
+) -> Study:
     """Parse, expand and check a study file; ``validate`` also builds every run's config.
 
     ``storage`` (``study run --storage URL``) is the Optuna storage of every sweep of the study,
@@ -178,10 +199,10 @@ def load_study(path: str | Path, out_dir: str | Path | None = None, validate: bo
 
     nodes = _expand_all(runs, sweeps, specs, path)
     order = _toposort(nodes, path)
-    study = Study(name=name, description=description, gpu_hours=gpu_hours, out_dir=out, overrides=study_overrides, path=path, nodes=order, storage=storage)
+    study = Study(name=name, description=description, gpu_hours=gpu_hours, out_dir=out, overrides=study_overrides, path=path, nodes=order, storage=storage, resolve=resolve)
     if validate:
         for node in study.nodes.values():
-            where = f"{path}: {'sweep' if node.kind == 'sweep' else 'run'} {node.name!r}"
+            where = f"{path}: {node.kind} {node.name!r}"
             if node.kind == "run":
                 validate_overrides(instance_config(node.spec, node.axes), [*study.overrides, *_config_overrides(node)], where)
             else:

@@ -200,7 +200,7 @@ def build_method(cfg: Config, kind: str, splits, device):
         if spec.frozen:
             method.snapshot_frozen()
         return method
-    if kind == "train" and cfg.method.name != "supervised":
+    if spec.scratch and cfg.method.name != "supervised":
         raise ReprlabError(f"`reprlab train` is supervised training; method.name={cfg.method.name!r} belongs to `reprlab pretrain`")
     return get_method(cfg.method.name)(cfg, splits, device)
 
@@ -242,18 +242,18 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
         "flops_per_image": _flops(method),
         "throughput_img_s": round(fitres.throughput_img_s, 1),
         "protocol": spec.protocol,
-        "backbone_source": (bb["source"] if bb else ("scratch" if kind == "train" else cfg.method.name)),
+        "backbone_source": (bb["source"] if bb else ("scratch" if spec.scratch else cfg.method.name)),
         "method": (bb.get("method") if bb else method.name),
         "dataset": (bb.get("dataset") if bb else cfg.data.dataset),
         # the pretraining-set fraction (what the data-size curves are about); the fraction of the
         # training split this run itself used is train_fraction
-        "fraction": bb.get("fraction") if bb else (cfg.data.fraction if kind == "pretrain" else None),
+        "fraction": bb.get("fraction") if bb else (cfg.data.fraction if spec.pretrains else None),
         "train_fraction": cfg.data.fraction,
         "resolution": getattr(method, "input_size", cfg.data.resolution),
         "epochs": cfg.train.epochs,
         "steps": fitres.step,
         # set by the CNN-vs-ViT recipes (run.family): those runs form their own comparison
-        "family": (cfg.run.family or None) if kind == "train" else None,
+        "family": (cfg.run.family or None) if spec.scratch else None,
         "sweep": cfg.run.sweep or None,
         "sweep_params": {k: get_key(cfg, k) for k in cfg.run.sweep_keys},
         "val": best_val_d or _split(final_val, "val"),
