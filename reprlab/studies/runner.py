@@ -302,131 +302,155 @@ def run_study(
     make_dirs(study.out_dir)
     with FileLock(study.out_dir / ".study.lock", f"study directory {study.out_dir}"):
         atomic_write_text(study.out_dir / "study.toml", study.path.read_text())  # what produced this folder
-        return _schedule(study, chosen, workers, data_root, out, executor or spawn, gpus_per_run)
+        return _Scheduler(study, chosen, workers, data_root, out, executor or spawn, gpus_per_run).run()
 
 
-def _schedule(study: Study, chosen: list[str], workers: int, data_root: str | None, out: IO[str], executor: Callable, gpus_per_run: int = 1) -> int:
-    envs = worker_envs(workers, gpus_per_run)
-    status: dict[str, str] = {n: "pending" for n in chosen}  # pending | running | done | failed | blocked
-    reasons: dict[str, str] = {}
-    # a sweep may run as several processes sharing one Optuna storage (``parallel``)
-    replicas = {n: study.nodes[n].replicas for n in chosen}
-    launched: dict[str, int] = {n: 0 for n in chosen}
-    active: dict[str, int] = {n: 0 for n in chosen}
-    running: dict[int, _Job] = {}
-    total = len(chosen)
-    t0 = time.monotonic()
+class _Scheduler:
+    """One execution of a study: start each selected run when its dependencies are done, on a
+    free worker slot, and settle it (done or failed) when its processes have exited."""
 
-    def say(word: str, name: str, text: str = "") -> None:
-        finished = sum(1 for v in status.values() if v in ("done", "failed", "blocked"))
-        print(f"{time.strftime('%H:%M:%S')} [{finished}/{total}] {word:<8} {name}{('  ' + text) if text else ''}", file=out, flush=True)
+    def __init__(self, study: Study, chosen: list[str], workers: int, data_root: str | None, out: IO[str], executor: Callable, gpus_per_run: int) -> None:
+        self.study, self.chosen, self.workers, self.data_root, self.out = study, chosen, workers, data_root, out
+        self.executor, self.gpus_per_run = executor, gpus_per_run
+        self.envs = worker_envs(workers, gpus_per_run)
+        self.status: dict[str, str] = {n: "pending" for n in chosen}  # pending | running | done | failed | blocked
+        self.reasons: dict[str, str] = {}
+        # a sweep may run as several processes sharing one Optuna storage (``parallel``)
+        self.replicas = {n: study.nodes[n].replicas for n in chosen}
+        self.launched: dict[str, int] = {n: 0 for n in chosen}
+        self.active: dict[str, int] = {n: 0 for n in chosen}
+        self.running: dict[int, _Job] = {}  # by worker slot
+        self.starts: dict[str, float] = {}
+        self.t0 = time.monotonic()
 
-    def dep_status(d: str) -> str:
-        return status.get(d, "done")  # not selected: missing_deps() made sure it is complete
+    def say(self, word: str, name: str, text: str = "") -> None:
+        finished = sum(1 for v in self.status.values() if v in ("done", "failed", "blocked"))
+        print(f"{time.strftime('%H:%M:%S')} [{finished}/{len(self.chosen)}] {word:<8} {name}{('  ' + text) if text else ''}", file=self.out, flush=True)
 
-    def log_of(node: Node, replica: int) -> Path:
-        return study.log_path(node) if replica == 0 else study.run_dir(node) / f"log-{replica + 1}.txt"
+    def log_of(self, node: Node, replica: int) -> Path:
+        return self.study.log_path(node) if replica == 0 else self.study.run_dir(node) / f"log-{replica + 1}.txt"
 
-    def launch(node: Node, st: NodeState) -> None:
-        slot = next(s for s in range(workers) if s not in running)
-        replica = launched[node.name]
+    def launch(self, node: Node, st: NodeState) -> None:
+        study, data_root = self.study, self.data_root
+        slot = next(s for s in range(self.workers) if s not in self.running)
+        replica = self.launched[node.name]
         argv = run_argv(study, node, data_root, best_params(study, node))
         if st.status == "stale":  # run_study refused stale runs unless --rerun was given
             argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")
-        log = log_of(node, replica)
-        argv = under_torchrun(argv, gpus_per_run)  # each train/pretrain/finetune/probe on its K devices
-        running[slot] = _Job(node, executor(argv, log, envs[slot]), slot, time.monotonic(), replica)
-        launched[node.name] += 1
-        active[node.name] += 1
-        status[node.name] = "running"
-        gpu = envs[slot].get("CUDA_VISIBLE_DEVICES") if workers > 1 or gpus_per_run > 1 else None
+        log = self.log_of(node, replica)
+        argv = under_torchrun(argv, self.gpus_per_run)  # each train/pretrain/finetune/probe on its K devices
+        self.running[slot] = _Job(node, self.executor(argv, log, self.envs[slot]), slot, time.monotonic(), replica)
+        self.launched[node.name] += 1
+        self.active[node.name] += 1
+        self.status[node.name] = "running"
+        gpu = self.envs[slot].get("CUDA_VISIBLE_DEVICES") if self.workers > 1 or self.gpus_per_run > 1 else None
         where = f"worker {slot + 1}" + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
         word = {"resume": "resume", "stale": "rerun"}.get(st.status, "start")
         detail = f"{st.detail}; " if st.detail else ""
-        say(word, node.name + (f" (process {replica + 1}/{replicas[node.name]})" if replicas[node.name] > 1 else ""), f"{detail}{where}; log {log}")
+        n = self.replicas[node.name]
+        self.say(word, node.name + (f" (process {replica + 1}/{n})" if n > 1 else ""), f"{detail}{where}; log {log}")
 
-    def settle(name: str) -> None:
+    def settle(self, name: str) -> None:
         """All processes of ``name`` have exited: decide done or failed."""
-        node = study.nodes[name]
-        if name in reasons:
-            status[name] = "failed"
-            say("FAILED", name, reasons[name])
+        if name in self.reasons:
+            self.status[name] = "failed"
+            self.say("FAILED", name, self.reasons[name])
             return
-        st = node_state(study, node)
+        st = node_state(self.study, self.study.nodes[name])
         if st.status == "complete":
-            status[name] = "done"
-            say("done", name, f"{st.detail}  ({_fmt_time(time.monotonic() - starts[name])})")
+            self.status[name] = "done"
+            self.say("done", name, f"{st.detail}  ({_fmt_time(time.monotonic() - self.starts[name])})")
         else:
-            status[name] = "failed"
-            reasons[name] = f"exited 0 but is not complete ({st.detail or st.status})"
-            say("FAILED", name, reasons[name])
+            self.status[name] = "failed"
+            self.reasons[name] = f"exited 0 but is not complete ({st.detail or st.status})"
+            self.say("FAILED", name, self.reasons[name])
 
-    starts: dict[str, float] = {}
-    try:
-        while True:
-            for name in chosen:
-                node = study.nodes[name]
-                if status[name] == "running":
-                    if launched[name] < replicas[name] and len(running) < workers:
-                        prog = sweep_progress(node.spec, study.out_dir, study.storage)
-                        if prog.finished + prog.running >= prog.target:
-                            launched[name] = replicas[name]  # the processes running now cover what is left
-                        elif prog.started:  # only once the first process has created the storage
-                            launch(node, NodeState("resume", prog.describe()))
-                    if active[name] == 0 and launched[name] == replicas[name]:
-                        settle(name)
-                    continue
-                if status[name] != "pending":
-                    continue
-                dstates = [dep_status(d) for d in node.deps]
-                bad = [d for d, s in zip(node.deps, dstates) if s in ("failed", "blocked")]
-                if bad:
-                    status[name] = "blocked"
-                    reasons[name] = f"needs {', '.join(bad)}"
-                    say("blocked", name, reasons[name])
-                    continue
-                if any(s != "done" for s in dstates) or len(running) == workers:
-                    continue
-                st = node_state(study, node)
-                if st.status == "complete":
-                    status[name] = "done"
-                    say("skip", name, f"complete ({st.detail})" if st.detail else "complete")
-                    continue
-                starts[name] = time.monotonic()
-                launch(node, st)
-            if not running:
-                break
-            time.sleep(POLL_S)
-            for slot, job in list(running.items()):
-                code = job.proc.poll()
-                if code is None:
-                    continue
-                del running[slot]
-                name = job.node.name
-                active[name] -= 1
-                if code != 0:
-                    log = log_of(job.node, job.replica)
-                    reasons.setdefault(name, f"{exit_text(code)}: {last_line(log)}  (log {log})")
-                    launched[name] = replicas[name]  # no more processes for a failing node
-                elif active[name] == 0 and launched[name] < replicas[name] and node_state(study, job.node).status == "complete":
-                    launched[name] = replicas[name]
-                if active[name] == 0 and launched[name] == replicas[name]:
-                    settle(name)
-    except KeyboardInterrupt:
-        # children in our process group got the SIGINT too; give them a moment to stop cleanly
-        for job in running.values():
-            terminate(job.proc, grace_s=30.0)
-        raise
-    failed = [n for n in chosen if status[n] == "failed"]
-    blocked = [n for n in chosen if status[n] == "blocked"]
-    done = sum(1 for n in chosen if status[n] == "done")
-    print(f"study {study.name!r}: {done} of {total} complete in {_fmt_time(time.monotonic() - t0)}; results under {study.out_dir}", file=out, flush=True)
-    if failed or blocked:
-        parts = []
-        if failed:
-            parts.append(f"{len(failed)} failed: " + "; ".join(f"{n} ({reasons[n]})" for n in failed))
-        if blocked:
-            parts.append(f"{len(blocked)} blocked: {', '.join(blocked)}")
-        print(f"reprlab: error: study {study.name!r}: " + " | ".join(parts) + "; fix and re-run the same command to continue", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    def visit_running(self, name: str) -> None:
+        """A running node: start another process of a parallel sweep if a slot is free and work
+        is left; settle it once none is active and no more will start."""
+        node = self.study.nodes[name]
+        if self.launched[name] < self.replicas[name] and len(self.running) < self.workers:
+            prog = sweep_progress(node.spec, self.study.out_dir, self.study.storage)
+            if prog.finished + prog.running >= prog.target:
+                self.launched[name] = self.replicas[name]  # the processes running now cover what is left
+            elif prog.started:  # only once the first process has created the storage
+                self.launch(node, NodeState("resume", prog.describe()))
+        if self.active[name] == 0 and self.launched[name] == self.replicas[name]:
+            self.settle(name)
+
+    def visit_pending(self, name: str) -> None:
+        """A pending node: blocked by a failed dependency, skipped if complete, else started when
+        its dependencies are done and a slot is free."""
+        node = self.study.nodes[name]
+        # a dependency that is not selected is complete: missing_deps() made sure of it
+        dstates = [self.status.get(d, "done") for d in node.deps]
+        bad = [d for d, s in zip(node.deps, dstates) if s in ("failed", "blocked")]
+        if bad:
+            self.status[name] = "blocked"
+            self.reasons[name] = f"needs {', '.join(bad)}"
+            self.say("blocked", name, self.reasons[name])
+            return
+        if any(s != "done" for s in dstates) or len(self.running) == self.workers:
+            return
+        st = node_state(self.study, node)
+        if st.status == "complete":
+            self.status[name] = "done"
+            self.say("skip", name, f"complete ({st.detail})" if st.detail else "complete")
+            return
+        self.starts[name] = time.monotonic()
+        self.launch(node, st)
+
+    def reap(self) -> None:
+        """Collect the processes that have exited."""
+        for slot, job in list(self.running.items()):
+            code = job.proc.poll()
+            if code is None:
+                continue
+            del self.running[slot]
+            name = job.node.name
+            self.active[name] -= 1
+            if code != 0:
+                log = self.log_of(job.node, job.replica)
+                self.reasons.setdefault(name, f"{exit_text(code)}: {last_line(log)}  (log {log})")
+                self.launched[name] = self.replicas[name]  # no more processes for a failing node
+            elif self.active[name] == 0 and self.launched[name] < self.replicas[name] and node_state(self.study, job.node).status == "complete":
+                self.launched[name] = self.replicas[name]
+            if self.active[name] == 0 and self.launched[name] == self.replicas[name]:
+                self.settle(name)
+
+    def run(self) -> int:
+        try:
+            while True:
+                for name in self.chosen:
+                    if self.status[name] == "running":
+                        self.visit_running(name)
+                    elif self.status[name] == "pending":
+                        self.visit_pending(name)
+                if not self.running:
+                    break
+                time.sleep(POLL_S)
+                self.reap()
+        except KeyboardInterrupt:
+            # children in our process group got the SIGINT too; give them a moment to stop cleanly
+            for job in self.running.values():
+                terminate(job.proc, grace_s=30.0)
+            raise
+        return self.summary()
+
+    def summary(self) -> int:
+        """Print the outcome; 0 when every selected run is complete, else 1 (failed and blocked
+        runs named on stderr)."""
+        chosen, status, reasons, study = self.chosen, self.status, self.reasons, self.study
+        failed = [n for n in chosen if status[n] == "failed"]
+        blocked = [n for n in chosen if status[n] == "blocked"]
+        done = sum(1 for n in chosen if status[n] == "done")
+        print(f"study {study.name!r}: {done} of {len(chosen)} complete in {_fmt_time(time.monotonic() - self.t0)}; results under {study.out_dir}", file=self.out, flush=True)
+        if failed or blocked:
+            parts = []
+            if failed:
+                parts.append(f"{len(failed)} failed: " + "; ".join(f"{n} ({reasons[n]})" for n in failed))
+            if blocked:
+                parts.append(f"{len(blocked)} blocked: {', '.join(blocked)}")
+            print(f"reprlab: error: study {study.name!r}: " + " | ".join(parts) + "; fix and re-run the same command to continue", file=sys.stderr, flush=True)
+            return 1
+        return 0

@@ -261,104 +261,110 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def _run_trial(study: Any, trial: Any, ctx: _Ctx) -> TrialOutcome:
-    optuna = _optuna()
-    spec = ctx.spec
-    params = None
-    lock = None
-    proc = None
-    try:
-        params = {k: p.suggest(trial) for k, p in spec.space.items()}
-        name = trial_dir_name(params)
-        run_dir = ctx.sweep_dir / name
-        lock = FileLock(run_dir / ".trial.lock", f"trial directory {run_dir}")
-        last_beat = 0.0
+    return _Trial(study, trial, ctx).run()
 
-        def beat() -> None:
-            nonlocal last_beat
-            if time.monotonic() - last_beat >= HEARTBEAT_S:
-                trial.set_user_attr("heartbeat", time.time())
-                last_beat = time.monotonic()
 
-        # The same parameters may be running in another local process (a categorical space
-        # lets TPE propose a point twice): wait for it and reuse its directory.
-        while not lock.try_acquire():
-            beat()
-            time.sleep(ctx.poll_s)
-        trial.set_user_attr("host", HOST)
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        beat()
-        reported: set[int] = set()
+class _Trial:
+    """One Optuna trial as a child run: its directory (locked), its heartbeat, the epochs of
+    its curve reported to the pruner, and its outcome told to the study."""
 
-        def report_new() -> bool:
-            """Report epochs not reported yet; True as soon as the pruner says stop."""
-            for epoch, value in read_curve(run_dir / "metrics.jsonl", spec.metric):
-                if epoch in reported:
-                    continue
-                trial.report(value, epoch)
-                reported.add(epoch)
-                if trial.should_prune():
-                    return True
-            return False
+    def __init__(self, study: Any, trial: Any, ctx: _Ctx) -> None:
+        self.study, self.trial, self.ctx, self.spec = study, trial, ctx, ctx.spec
+        self.params: dict[str, Any] | None = None
+        self.lock: FileLock | None = None
+        self.proc: Any = None
+        self.reported: set[int] = set()  # epochs of the curve reported to Optuna
+        self.last_beat = 0.0
 
-        def pruned(note: str) -> TrialOutcome:
-            epoch = max(reported) if reported else None
-            marker = {"trial": trial.number, "epoch": epoch, "metric": spec.metric, "value": trial_value_at(epoch), "params": params}
-            if not (run_dir / "pruned.json").is_file():
-                atomic_write_text(run_dir / "pruned.json", json.dumps(marker, indent=2) + "\n")
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            return TrialOutcome(trial.number, name, params, "pruned", marker["value"], note or f"pruned at epoch {epoch}")
+    def run(self) -> TrialOutcome:
+        trial, ctx = self.trial, self.ctx
+        try:
+            self.params = {k: p.suggest(trial) for k, p in self.spec.space.items()}
+            self.name = trial_dir_name(self.params)
+            self.run_dir = ctx.sweep_dir / self.name
+            self.lock = FileLock(self.run_dir / ".trial.lock", f"trial directory {self.run_dir}")
+            # The same parameters may be running in another local process (a categorical space
+            # lets TPE propose a point twice): wait for it and reuse its directory.
+            while not self.lock.try_acquire():
+                self.beat()
+                time.sleep(ctx.poll_s)
+            trial.set_user_attr("host", HOST)
+            trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
+            self.beat()
+            if read_complete(self.run_dir) is not None:  # finished before an interruption of the sweep
+                return self.finish(0)
+            if (self.run_dir / "pruned.json").is_file():  # pruned before: the same decision again
+                self.report_new()
+                return self.pruned("pruned before (pruned.json)")
+            self.proc = ctx.executor(trial_argv(ctx, self.params, self.name), self.run_dir / "log.txt", dict(os.environ))
+            while self.proc.poll() is None:
+                time.sleep(ctx.poll_s)
+                self.beat()
+                if self.report_new():
+                    terminate(self.proc)
+                    self.proc = None
+                    return self.pruned("")
+            code = self.proc.poll()
+            self.proc = None
+            return self.finish(code)
+        except BaseException:
+            # Ctrl-C or a bug: stop the child and queue the parameters again, so the next run of
+            # the sweep resumes this trial's directory instead of forgetting it.
+            if self.proc is not None:
+                terminate(self.proc)
+            if trial.number is not None and self.study.get_trials(deepcopy=False)[trial.number].state.name == "RUNNING":
+                _requeue(self.study, trial.number, self.params)
+            raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
-        def trial_value_at(epoch: int | None) -> float | None:
-            curve = dict(read_curve(run_dir / "metrics.jsonl", spec.metric))
-            return curve.get(epoch) if epoch is not None else None
+    def beat(self) -> None:
+        if time.monotonic() - self.last_beat >= HEARTBEAT_S:
+            self.trial.set_user_attr("heartbeat", time.time())
+            self.last_beat = time.monotonic()
 
-        def finish(code: int) -> TrialOutcome:
-            result = read_complete(run_dir)
-            if result is None:
-                msg = f"{exit_text(code)}: {last_line(run_dir / 'log.txt')}" if code != 0 else "exited 0 without a complete result.json"
-                trial.set_user_attr("error", msg)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                return TrialOutcome(trial.number, name, params, "failed", None, msg)
-            for epoch, value in read_curve(run_dir / "metrics.jsonl", spec.metric):
-                if epoch not in reported:  # the curve of a complete trial is complete in Optuna too
-                    trial.report(value, epoch)
-                    reported.add(epoch)
-            value = (result.get("val") or {}).get(spec.metric_key)
-            if not isinstance(value, (int, float)):
-                msg = f"result.json has no val.{spec.metric_key}"
-                trial.set_user_attr("error", msg)
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                return TrialOutcome(trial.number, name, params, "failed", None, msg)
-            study.tell(trial, float(value))
-            return TrialOutcome(trial.number, name, params, "complete", float(value))
+    def report_new(self) -> bool:
+        """Report epochs not reported yet; True as soon as the pruner says stop."""
+        for epoch, value in read_curve(self.run_dir / "metrics.jsonl", self.spec.metric):
+            if epoch in self.reported:
+                continue
+            self.trial.report(value, epoch)
+            self.reported.add(epoch)
+            if self.trial.should_prune():
+                return True
+        return False
 
-        if read_complete(run_dir) is not None:  # finished before an interruption of the sweep
-            return finish(0)
-        if (run_dir / "pruned.json").is_file():  # pruned before: the same decision again
-            report_new()
-            return pruned("pruned before (pruned.json)")
-        proc = ctx.executor(trial_argv(ctx, params, name), run_dir / "log.txt", dict(os.environ))
-        while proc.poll() is None:
-            time.sleep(ctx.poll_s)
-            beat()
-            if report_new():
-                terminate(proc)
-                proc = None
-                return pruned("")
-        code = proc.poll()
-        proc = None
-        return finish(code)
-    except BaseException:
-        # Ctrl-C or a bug: stop the child and queue the parameters again, so the next run of
-        # the sweep resumes this trial's directory instead of forgetting it.
-        if proc is not None:
-            terminate(proc)
-        if trial.number is not None and study.get_trials(deepcopy=False)[trial.number].state.name == "RUNNING":
-            _requeue(study, trial.number, params)
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
+    def value_at(self, epoch: int | None) -> float | None:
+        curve = dict(read_curve(self.run_dir / "metrics.jsonl", self.spec.metric))
+        return curve.get(epoch) if epoch is not None else None
+
+    def pruned(self, note: str) -> TrialOutcome:
+        epoch = max(self.reported) if self.reported else None
+        marker = {"trial": self.trial.number, "epoch": epoch, "metric": self.spec.metric, "value": self.value_at(epoch), "params": self.params}
+        if not (self.run_dir / "pruned.json").is_file():
+            atomic_write_text(self.run_dir / "pruned.json", json.dumps(marker, indent=2) + "\n")
+        self.study.tell(self.trial, state=_optuna().trial.TrialState.PRUNED)
+        return TrialOutcome(self.trial.number, self.name, self.params, "pruned", marker["value"], note or f"pruned at epoch {epoch}")
+
+    def failed(self, msg: str) -> TrialOutcome:
+        self.trial.set_user_attr("error", msg)
+        self.study.tell(self.trial, state=_optuna().trial.TrialState.FAIL)
+        return TrialOutcome(self.trial.number, self.name, self.params, "failed", None, msg)
+
+    def finish(self, code: int) -> TrialOutcome:
+        result = read_complete(self.run_dir)
+        if result is None:
+            return self.failed(f"{exit_text(code)}: {last_line(self.run_dir / 'log.txt')}" if code != 0 else "exited 0 without a complete result.json")
+        for epoch, value in read_curve(self.run_dir / "metrics.jsonl", self.spec.metric):
+            if epoch not in self.reported:  # the curve of a complete trial is complete in Optuna too
+                self.trial.report(value, epoch)
+                self.reported.add(epoch)
+        value = (result.get("val") or {}).get(self.spec.metric_key)
+        if not isinstance(value, (int, float)):
+            return self.failed(f"result.json has no val.{self.spec.metric_key}")
+        self.study.tell(self.trial, float(value))
+        return TrialOutcome(self.trial.number, self.name, self.params, "complete", float(value))
 
 
 def _make_sampler(spec: SweepSpec, n_existing: int):
