@@ -141,6 +141,12 @@ def test_simclr_pretrain_then_probe_and_finetune_on_real_data(data_root, cache_r
     res = json.loads((tmp_path / "probe" / "result.json").read_text())
     assert res["protocol"] == "linear-cached" and res["method"] == "simclr" and res["dataset"] == "cifar100" and res["fraction"] == 0.03
     assert res["frozen_verified"] and len(res["test_per_class_acc1"]) == 100 and 1.0 < res["test"]["acc1"] < 100
+    # the numbers agree with each other: the selected checkpoint's kNN accuracy is the one logged at
+    # its step and the best logged; CIFAR-100's test split has 100 images per class, so the overall
+    # accuracy is the mean of the per-class ones
+    knn = {r["step"]: r["knn/acc1"] for r in rows if "knn/acc1" in r}
+    assert pre["val"]["knn_acc1"] == pytest.approx(knn[pre["best_checkpoint"]["step"]]) == pytest.approx(max(knn.values()))
+    assert res["test"]["acc1"] == pytest.approx(sum(res["test_per_class_acc1"].values()) / 100, abs=0.01)
     assert main([*common, "finetune", "--backbone", str(ckpt), "--mode", "head", *tiny, 'run.name="ft"', "train.epochs=1", "train.max_steps=5",
                  "train.batch_size=64", "train.eval_batch_size=2000"]) == 0
     ft = json.loads((tmp_path / "ft" / "result.json").read_text())
