@@ -83,12 +83,18 @@ def test_config_loads_without_torch(graph):
     assert mod.heavy_reach(g, "reprlab.config", lazy=False) == []
 
 
-def test_study_dry_run_does_not_import_torch(tmp_path):
+@pytest.mark.parametrize("study", ["quick", "ssl_vs_supervised", "cnn_vs_vit", "ssl_methods"])
+def test_study_dry_run_does_not_import_torch(study, tmp_path):
     """Every run of a study is loaded and its config checked at ``--dry-run`` (methods, views,
     model arguments): through the torch-free config dataclasses, without importing torch."""
-    torch_loaded, out = _imports_torch("study", "run", "quick", "--dry-run", "--out", str(tmp_path / "quick"))
-    assert "simclr" in out and "new" in out, out
-    assert not torch_loaded, "`reprlab study run quick --dry-run` imported torch"
+    extra = ["--methods", "all"] if study == "ssl_methods" else []
+    torch_loaded, out = _imports_torch("study", "run", study, *extra, "--dry-run", "--out", str(tmp_path / study))
+    assert f"study {study!r}" in out and " new" in out, out
+    assert not torch_loaded, f"`reprlab study run {study} --dry-run` imported torch"
+    if extra:  # `--methods all` found every self-supervised method without importing one
+        for m in ("simclr", "byol", "mocov2", "mocov3", "simsiam", "barlow_twins", "vicreg", "dino", "swav"):
+            assert f"ssl-{m}-s0" in out, m
+        assert "ssl-supervised" not in out
 
 
 def test_every_method_config_loads_without_torch():

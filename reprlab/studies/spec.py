@@ -215,21 +215,21 @@ METHODS_TOKEN = "{methods}"
 
 
 def _study_methods(head: dict, methods: list[str] | None, path: Path) -> list[str] | None:
-    """The study's self-supervised methods: ``study run --methods`` (``all``: every registered
-    one), else ``[study] methods``; None when the study has no method axis."""
-    from reprlab.registry import METHODS
+    """The study's self-supervised methods: ``study run --methods`` (``all``: every method whose
+    ``[method]`` dataclass is an ``SSLConfig``), else ``[study] methods``; None when the study has
+    no method axis. Read from the torch-free config registry."""
+    from reprlab.methods.configs import SSLConfig
+    from reprlab.registry import METHOD_CONFIGS, METHODS
 
     chosen = methods if methods is not None else head.get("methods")
     if chosen is None:
         return None
     if chosen == ["all"] or chosen == "all":
-        from reprlab.methods.ssl import SSLMethod
-
-        return [n for n in METHODS.names() if issubclass(METHODS.get(n), SSLMethod)]
+        return [n for n in METHOD_CONFIGS.names() if issubclass(METHOD_CONFIGS.get(n), SSLConfig)]
     expect(chosen, list, f"{path} [study]", "methods", "a list of method names")
     for m in chosen:
-        if m not in METHODS:
-            raise ReprlabError(f"{path}: method {m!r} is not registered{METHODS.suggest(m)} (known: {', '.join(METHODS.names())})")
+        if m not in METHOD_CONFIGS and m not in METHODS:
+            raise ReprlabError(f"{path}: method {m!r} is not registered{METHOD_CONFIGS.suggest(m)} (known: {', '.join(METHOD_CONFIGS.names())})")
     if len(set(chosen)) != len(chosen) or not chosen:
         raise ReprlabError(f"{path}: methods must be a non-empty list of distinct names, got {chosen!r}")
     return list(chosen)
