@@ -7,18 +7,23 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from reprlab.cli import main
+from helpers_kill import descendant, kill_after_checkpoint
+from reprlab.cli import main, resolve_argv
 from reprlab.errors import ReprlabError
+from reprlab.studies import spec
 from reprlab.studies.runner import dry_run, run_study
-from reprlab.studies.spec import load_study, run_argv
+from reprlab.studies.spec import run_argv
+
+
+def load_study(*args, **kwargs) -> spec.Study:
+    """A study as `reprlab study` loads it: with the command line's config resolver."""
+    return spec.load_study(*args, resolve=resolve_argv, **kwargs)
 
 SCRATCH = "configs/supervised/resnet18_scratch.toml"
 SIMCLR = "configs/pretrain/simclr_cifar100.toml"
@@ -389,29 +394,23 @@ def test_sigkill_mid_run_then_rerun_gives_the_clean_results_exactly_once(data_ro
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     names = ["net-s0", "net-s1"]
 
-    # 1. net-s0's child dies by SIGKILL after step 3 (its last checkpoint: step 2), like a dead
-    #    machine; the runner reports it and starts net-s1, and at that moment we SIGKILL the
-    #    runner's whole process group too
-    runner = subprocess.Popen([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", str(f), "--out", str(killed)],
-                              env={**os.environ, "REPRLAB_TEST_KILL_AT_STEP": "3"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not (killed / "net-s1" / "log.txt").exists():
-        assert runner.poll() is None, runner.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.killpg(runner.pid, signal.SIGKILL)
-    runner.wait()
-    runner.stdout.close()
+    # 1. net-s0's child is SIGKILLed from outside once it has a checkpoint (every 2 steps, and at
+    #    the end of epoch 1: step 7 of 14), like a dead machine; the runner reports it and starts
+    #    net-s1, and at that moment we SIGKILL the runner's whole process group too
+    _, s = kill_after_checkpoint([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", str(f), "--out", str(killed)], None,
+                                 killed / "net-s0" / "checkpoints" / "last.pt", min_step=2, timeout_s=240,
+                                 victim=lambda runner: descendant(runner, b'run.name="net-s0"'), then=(killed / "net-s1" / "log.txt").exists)
     import torch
 
-    assert torch.load(killed / "net-s0" / "checkpoints" / "last.pt", weights_only=False)["step"] == 2
+    assert s in (2, 4, 6, 7, 8, 10, 12)  # mid-run
+    print(f"net-s0 killed after the checkpoint at step {s}")
+    assert torch.load(killed / "net-s0" / "checkpoints" / "last.pt", weights_only=False)["step"] == s
     assert not any((killed / n / "result.json").exists() for n in names)
 
     # 2. the same command again, with two workers: resumes net-s0, runs net-s1, each started once
     p = _study_cli(data_root, f, "--out", killed, "--workers", "2")
     assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-2000:]
-    assert "resume   net-s0  from step 2" in p.stdout
+    assert f"resume   net-s0  from step {s}" in p.stdout
     for n in names:
         assert len([ln for ln in p.stdout.splitlines() if ln.split()[2:4] in (["start", n], ["resume", n])]) == 1
         assert json.loads((killed / n / "result.json").read_text())["steps"] == 14

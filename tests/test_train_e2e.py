@@ -10,6 +10,7 @@ import tomllib
 import pytest
 import torch
 
+from helpers_kill import kill_after_checkpoint
 from reprlab.cli import main
 
 pytestmark = pytest.mark.realdata
@@ -79,10 +80,14 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(data_root, cache_
               'train.precision="fp32"',  # exact resume is pinned for fp32; auto would pick bf16 on some CPUs only
               "optim.lr=0.05", "schedule.name=\"cosine\"", "aug.mix.cutmix_prob=0.5", "train.eval_test=false"]
     _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="straight"'])
-    killed = _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="killed"'], {"REPRLAB_TEST_KILL_AT_STEP": "43"}, check=False)
-    assert killed.returncode == -signal.SIGKILL
+    # SIGKILL from outside once last.pt is past epoch 1 (28 steps/epoch): it lands at or after step 32
+    code, s = kill_after_checkpoint([sys.executable, "-m", "reprlab", *common, f'run.out_dir="{tmp_path}"', 'run.name="killed"'], None,
+                                    tmp_path / "killed" / "checkpoints" / "last.pt", min_step=29, timeout_s=600)
+    assert code == -signal.SIGKILL
     assert not (tmp_path / "killed" / "result.json").exists()
-    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["step"] == 40  # mid-epoch 2 (28 steps/epoch)
+    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["step"] == s
+    assert 0 < s < 56 and s % 8 == 0 and s % 28 != 0  # a checkpoint mid-epoch 2: 32, 40 or 48
+    print(f"killed after the checkpoint at step {s}")
     _cli([*common, f'run.out_dir="{tmp_path}"', 'run.name="killed"'])
     a, b = _lines(tmp_path / "straight" / "metrics.jsonl"), _lines(tmp_path / "killed" / "metrics.jsonl")
     assert a == b and len(a) > 10
@@ -90,10 +95,10 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(data_root, cache_
     assert ra["val"] == rb["val"] and ra["final_checkpoint"] == rb["final_checkpoint"]
     # the resumed run's time covers both processes: up to the killed one's last checkpoint, then the rest
     assert [(g["from_step"], g["to_step"]) for g in ra["segments"]] == [(0, 56)]
-    assert [(g["from_step"], g["to_step"]) for g in rb["segments"]] == [(0, 40), (40, 56)]
+    assert [(g["from_step"], g["to_step"]) for g in rb["segments"]] == [(0, s), (s, 56)]
     assert rb["wall_time_s"] == pytest.approx(sum(g["wall_s"] for g in rb["segments"]), abs=0.1)
     assert rb["throughput_img_s"] == pytest.approx(sum(g["images"] for g in rb["segments"]) / sum(g["train_s"] for g in rb["segments"]), rel=0.01)
-    assert rb["segments"][0]["images"] == 40 * 64 and rb["segments"][1]["images"] == 16 * 64
+    assert rb["segments"][0]["images"] == s * 64 and rb["segments"][1]["images"] == (56 - s) * 64
     wa = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)["method"]
     wb = torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=False)["method"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -127,10 +132,12 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_good_checkpoint(data
     with small_tmpfs(disk, "32m") as real:
         how = "tmpfs" if real else "simulated"
         record_property("fs", how)
+        good = 4  # the step of the last checkpoint written before the disk is full
         if real:
-            killed = _cli(argv, {"REPRLAB_TEST_KILL_AT_STEP": "6"}, check=False)
-            assert killed.returncode == -signal.SIGKILL
-            assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 4
+            code, good = kill_after_checkpoint([sys.executable, "-m", "reprlab", *argv], None, run / "checkpoints" / "last.pt", min_step=4, timeout_s=600)
+            assert code == -signal.SIGKILL
+            assert 0 < good < 28 and good % 4 == 0  # mid-run (28 steps)
+            assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == good
             fill(disk, leave_bytes=64 * 1024)  # room for metrics lines, not for a checkpoint
             p = _cli(argv, check=False)
             code, err = p.returncode, p.stderr
@@ -159,7 +166,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_good_checkpoint(data
         assert code == 2 and "Traceback" not in err, err[-3000:]
         last = err.strip().splitlines()[-1]
         assert last == f"reprlab: error: cannot write {run / 'checkpoints' / 'last.pt'}: no space left on device (the previous last.pt is unchanged)"
-        assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == 4  # the last good checkpoint
+        assert torch.load(run / "checkpoints" / "last.pt", weights_only=False)["step"] == good  # the last good checkpoint
         assert not [p.name for p in disk.rglob("*") if ".tmp" in p.name]
         failed = json.loads((run / "result.json").read_text())
         assert failed["status"] == "failed" and failed["error"] == last.removeprefix("reprlab: error: ")
@@ -167,7 +174,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_good_checkpoint(data
             (disk / "filler").unlink()
             _cli(argv)  # space freed: the same command resumes and completes
             assert json.loads((run / "result.json").read_text())["status"] == "complete"
-    print(f"full disk: {how}")  # after capsys.readouterr(), so that the test log shows it
+    print(f"full disk: {how}, last good checkpoint at step {good}")  # after capsys.readouterr(), so that the test log shows it
 
 
 @pytest.mark.parametrize(

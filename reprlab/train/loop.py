@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,9 +33,6 @@ from reprlab.runtime import get_rng_state, resolve_precision, set_rng_state
 from reprlab.schedules import all_values, lr_factor, value_at
 from reprlab.train.optim import build_optimizer, param_groups
 from reprlab.train.rundir import MetricsLogger, RunDir, atomic_copy, atomic_torch_save, checkpoint_step, load_checkpoint
-
-
-KILL_ENV = "REPRLAB_TEST_KILL_AT_STEP"  # tests: SIGKILL the process right after this step
 
 
 @dataclass
@@ -192,7 +187,6 @@ class _Fit:
 
     def run(self) -> FitResult:
         tc, method = self.cfg.train, self.method
-        kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)) if self.amp_dtype else contextlib.nullcontext
         self.bar = _progress(tc.progress and self.rank == 0, self.total_steps, self.step, self.batch)
         self.losses: list[torch.Tensor] = []
@@ -215,8 +209,6 @@ class _Fit:
                     elif self.ckpt_every and self.step % self.ckpt_every == 0:
                         with self.paused():
                             self.checkpoint(self.run_dir.last)
-                if kill_at and self.step == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
         finally:
             if self.bar is not None:
                 self.bar.close()
