@@ -1,4 +1,4 @@
-"""Started by tests/test_data_parallel.py under torchrun: runs each (kind, overrides) job of
+"""Started by tests/train/test_data_parallel.py under torchrun: runs each (kind, overrides) job of
 the JSON file given as argv[1] through the same task code as the CLI, on every rank."""
 
 import json

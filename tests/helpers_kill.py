@@ -58,14 +58,16 @@ def _stopped(pid: int) -> bool:
     return all(_state(t) in (None, "T", "t", "Z", "X") for t in tasks)
 
 
-def descendant(parent: int, marker: bytes) -> int | None:
-    """A live descendant of ``parent`` whose command line contains ``marker`` (/proc); None if none."""
+def descendant(parent: int, cmdline: bytes = b"", environ: tuple[bytes, ...] = ()) -> int | None:
+    """A live descendant of ``parent`` whose command line contains ``cmdline`` and whose
+    environment holds every ``NAME=value`` entry of ``environ`` (/proc); None if there is none."""
     procs = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                procs[int(d.name)] = (int(stat[1]), stat[0], (d / "cmdline").read_bytes())
+                env = (d / "environ").read_bytes().split(b"\0") if environ else []
+                procs[int(d.name)] = (int(stat[1]), stat[0], (d / "cmdline").read_bytes(), env)
             except (OSError, IndexError, ValueError):
                 continue
 
@@ -74,8 +76,8 @@ def descendant(parent: int, marker: bytes) -> int | None:
             pid = procs[pid][0]
         return pid == parent
 
-    for pid, (_, state, cmdline) in procs.items():
-        if pid != parent and marker in cmdline and state not in ("Z", "X") and descends(pid):
+    for pid, (_, state, cmd, env) in procs.items():
+        if pid != parent and cmdline in cmd and all(e in env for e in environ) and state not in ("Z", "X") and descends(pid):
             return pid
     return None
 

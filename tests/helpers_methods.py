@@ -1,4 +1,4 @@
-"""Helpers for the method-specific tests (tests/test_method_<name>.py): a tiny method on the CPU,
+"""Helpers for the method-specific tests (tests/methods/test_<name>.py): a tiny method on the CPU,
 one optimiser update through the loop's own ``train_step``, and whole methods on simulated
 data-parallel ranks.
 
@@ -13,16 +13,35 @@ batch.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import torch
 
 from helpers_ranks import ThreadWorld
 from reprlab import distributed
+from reprlab.config import load_config
 from reprlab.methods.base import StepContext
 from reprlab.registry import METHODS
 from reprlab.train.loop import train_step
-from test_methods_contract import tiny_cfg
+
+
+def tiny_overrides(name: str) -> list[str]:
+    """Shrink every width, queue and prototype count of a method's config for a CPU test."""
+    out = [f'method.name="{name}"', "model.kwargs.width=8", "train.precision=fp32", "method.knn_bank_size=1000"]
+    for f in dataclasses.fields(METHODS.get(name).Config):
+        default = getattr(METHODS.get(name).Config(), f.name)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if (f.name.endswith("_dim") and default > 64) or (f.name in ("queue_size", "num_prototypes") and default > 128):
+                out.append(f"method.{f.name}={64 if f.name.endswith('_dim') else 128}")
+    return out
+
+
+def tiny_cfg(name: str, tmp_path=None, *extra):
+    over = tiny_overrides(name) + list(extra)
+    if tmp_path is not None:
+        over += [f'run.out_dir="{tmp_path}"', f'data.cache_dir="{tmp_path}/cache"']
+    return load_config(f"configs/pretrain/{name}_cifar100.toml", over)
 
 
 def tiny_method(name: str, splits, *overrides: str, seed: int = 0):

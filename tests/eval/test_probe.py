@@ -4,15 +4,15 @@ import json
 
 import pytest
 import torch
-import torchvision
 
+from helpers_toy import MEAN as TOY_MEAN, STD as TOY_STD, toy_cfg, toy_splits
 from reprlab.cli import main
 from reprlab.config import load_config
 from reprlab.data.types import ImageSet, Splits
 from reprlab.methods.base import StepContext
 from reprlab.errors import ReprlabError
 from reprlab.eval import probe as probe_mod
-from reprlab.eval.backbones import Backbone, load_backbone
+from reprlab.eval.backbones import Backbone
 from reprlab.eval.probe import cached_probe, fit_logreg
 from reprlab.methods.supervised import Supervised
 from reprlab.models import create_model
@@ -107,25 +107,6 @@ def test_head_only_training_keeps_backbone_and_bn_buffers_bit_identical():
         method.verify_frozen()
 
 
-def test_imagenet_supervised_from_a_local_state_dict(tmp_path):
-    torch.manual_seed(1)
-    tv = torchvision.models.resnet18()
-    path = tmp_path / "resnet18-imagenet.pth"
-    torch.save(tv.state_dict(), path)
-    bb = load_backbone("imagenet-supervised", _cfg(f'eval.weights="{path}"'), MEAN, STD)
-    assert bb.input_size == 224 and bb.mean == (0.485, 0.456, 0.406)
-    sd = bb.model.state_dict()
-    assert torch.equal(sd["conv1.weight"], tv.state_dict()["conv1.weight"]) and torch.equal(sd["layer4.1.bn2.running_var"], tv.state_dict()["layer4.1.bn2.running_var"])
-    x = torch.randn(2, 3, 64, 64)
-    tv.fc = torch.nn.Identity()
-    tv.eval(), bb.model.eval()
-    assert torch.allclose(bb.model(x), tv(x), atol=1e-5)  # same network as torchvision's
-    bad = tmp_path / "bad.pth"
-    torch.save({k: v for k, v in tv.state_dict().items() if k != "conv1.weight"}, bad)
-    with pytest.raises(ReprlabError, match=r"bad\.pth.*conv1\.weight.*missing"):
-        load_backbone("imagenet-supervised", _cfg(f'eval.weights="{bad}"'), MEAN, STD)
-
-
 @pytest.mark.realdata
 def test_simclr_pretrain_then_probe_and_finetune_on_real_data(data_root, cache_root, tmp_path):
     common = ["--data-root", str(data_root)]
@@ -151,3 +132,24 @@ def test_simclr_pretrain_then_probe_and_finetune_on_real_data(data_root, cache_r
                  "train.batch_size=64", "train.eval_batch_size=2000"]) == 0
     ft = json.loads((tmp_path / "ft" / "result.json").read_text())
     assert ft["protocol"] == "finetune-head" and ft["backbone_source"] == "simclr" and ft["method"] == "simclr" and ft["steps"] == 5
+
+
+def test_cached_probe_without_test_never_touches_the_test_split(tmp_path):
+    from reprlab.eval.backbones import Backbone
+    from reprlab.eval.probe import cached_probe
+    from reprlab.models import create_model
+
+    splits = toy_splits()
+    splits.test.images = None  # any access to the test images would now fail
+    bb = Backbone(create_model("resnet18", num_classes=0, width=4), TOY_MEAN, TOY_STD, 16, "random-init", {})
+    out = cached_probe(bb, splits, toy_cfg(tmp_path, "train.eval_test=false", "eval.max_iter=10"), torch.device("cpu"))
+    assert "test" not in out and "val" in out
+
+
+def test_feature_cache_ignores_features_of_another_configuration(tmp_path):
+    from reprlab.eval.probe import FeatureCache
+
+    feats = {"train": torch.ones(2, 3)}
+    FeatureCache(tmp_path / "f.pt", {"resolution": 32}).save(feats)
+    assert torch.equal(FeatureCache(tmp_path / "f.pt", {"resolution": 32}).load()["train"], feats["train"])
+    assert FeatureCache(tmp_path / "f.pt", {"resolution": 224}).load() is None

@@ -27,10 +27,11 @@ import torch
 
 from reprlab.config import load_config
 from reprlab.train.task import execute
-from test_methods_contract import tiny_overrides
+from helpers_kill import descendant
+from helpers_methods import tiny_overrides
 
 pytestmark = [pytest.mark.realdata, pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo (Linux)")]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
 # The same images every step in 1 and 2 processes, and views without randomness: the only
 # difference left between the runs is where the arithmetic happens.
@@ -155,24 +156,7 @@ def test_a_bad_config_under_torchrun_stops_every_rank_with_one_line(tmp_path, da
 
 def _rank_pid(parent: int, rank: int) -> int | None:
     """The PID of the first-attempt worker of ``rank`` among ``parent``'s descendants (/proc)."""
-    procs = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                procs[int(d.name)] = (int(stat[1]), stat[0], (d / "environ").read_bytes().split(b"\0"))
-            except OSError:
-                continue
-
-    def descends(pid: int) -> bool:
-        while pid in procs and pid != parent:
-            pid = procs[pid][0]
-        return pid == parent
-
-    for pid, (_, state, env) in procs.items():
-        if f"RANK={rank}".encode() in env and b"TORCHELASTIC_RESTART_COUNT=0" in env and state != "Z" and descends(pid):
-            return pid
-    return None
+    return descendant(parent, environ=(f"RANK={rank}".encode(), b"TORCHELASTIC_RESTART_COUNT=0"))
 
 
 def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_finishes_as_if_uninterrupted(tmp_path, data_root, cache_root):

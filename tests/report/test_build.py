@@ -31,7 +31,7 @@ from reprlab.report.load import load_study
 from reprlab.report.plots import plot_sweep
 from reprlab.report.tables import gains_over_scratch, group_runs, sweep_trials
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_screenshot_module():

@@ -275,7 +275,7 @@ def test_a_second_runner_of_the_same_study_is_refused(tmp_path):
 
 
 def test_best_of_waits_for_the_sweep_and_applies_its_best_parameters(tmp_path, monkeypatch):
-    from test_sweep import FakeExecutor
+    from helpers_sweeps import FakeExecutor
 
     from reprlab.studies.sweep import run_sweep
 
@@ -508,7 +508,7 @@ def test_a_run_whose_study_overrides_changed_is_stale_and_never_skipped_as_compl
 
 
 def test_a_study_points_its_sweeps_at_one_shared_storage(tmp_path):
-    from test_sweep import FakeExecutor
+    from helpers_sweeps import FakeExecutor
 
     from reprlab.studies.runner import node_state
     from reprlab.studies.sweep import run_sweep

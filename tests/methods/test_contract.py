@@ -4,7 +4,7 @@ Each method must: declare a documented config and valid views; learn on a fixed 
 goes down over 30 updates through the loop's own train_step, hooks included); keep everything a
 resume needs in its state_dict; and leave a checkpoint whose backbone `reprlab probe` and
 `reprlab finetune` load. Method-specific mechanics (EMA formula, queue order, DINO's centre,
-Sinkhorn marginals) are tested in tests/test_method_<name>.py.
+Sinkhorn marginals) are tested in tests/methods/test_<name>.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 
+from helpers_methods import tiny_cfg, tiny_overrides
 from reprlab.config import field_comments, load_config
 from reprlab.errors import ReprlabError
 from reprlab.methods.base import StepContext
@@ -23,24 +24,6 @@ from reprlab.registry import METHODS
 from reprlab.train.loop import train_step
 
 SSL = [n for n in METHODS.names() if issubclass(METHODS.get(n), SSLMethod)]
-
-
-def tiny_overrides(name: str) -> list[str]:
-    """Shrink every width, queue and prototype count of a method's config for a CPU test."""
-    out = [f'method.name="{name}"', "model.kwargs.width=8", "train.precision=fp32", "method.knn_bank_size=1000"]
-    for f in dataclasses.fields(METHODS.get(name).Config):
-        default = getattr(METHODS.get(name).Config(), f.name)
-        if isinstance(default, int) and not isinstance(default, bool):
-            if (f.name.endswith("_dim") and default > 64) or (f.name in ("queue_size", "num_prototypes") and default > 128):
-                out.append(f"method.{f.name}={64 if f.name.endswith('_dim') else 128}")
-    return out
-
-
-def tiny_cfg(name: str, tmp_path=None, *extra):
-    over = tiny_overrides(name) + list(extra)
-    if tmp_path is not None:
-        over += [f'run.out_dir="{tmp_path}"', f'data.cache_dir="{tmp_path}/cache"']
-    return load_config(f"configs/pretrain/{name}_cifar100.toml", over)
 
 
 def test_every_ssl_method_is_registered_with_recipes():

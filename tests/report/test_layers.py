@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "reprlab" / "report"
+PACKAGE = Path(__file__).resolve().parents[2] / "reprlab" / "report"
 
 # Besides the standard library: what each module of the package may import.
 ALLOWED = {
