@@ -81,7 +81,7 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
     run = RunDir(Path(cfg.run.out_dir) / name)
     # Rank 0 alone reads and writes the run directory's bookkeeping and tells the other ranks
     # what it decided (under data parallelism); every rank then trains, resuming from last.pt.
-    decision = _decide(cfg, run, rerun) if distributed.is_main() else None
+    decision = (_world_error(cfg, kind) or _decide(cfg, run, rerun)) if distributed.is_main() else None
     decision = distributed.broadcast_object(decision)
     if decision[0] == "error":
         raise ReprlabError(decision[1])  # the same one-line message on every rank
@@ -105,6 +105,16 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
         if distributed.is_main():
             run.unlock()
     return result
+
+
+def _world_error(cfg: Config, kind: str) -> tuple | None:
+    """("error", message) when the global batch of a loop run does not split over the ranks:
+    decided by rank 0 with the rest, so that every rank stops on the same line at the same point
+    (a rank raising alone is killed by torchrun before the others can say why)."""
+    world = distributed.world_size()
+    if task_kind(kind).loop and cfg.train.batch_size % world:
+        return ("error", f"train.batch_size={cfg.train.batch_size} does not divide over {world} ranks; use a multiple of {world}")
+    return None
 
 
 def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
