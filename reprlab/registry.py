@@ -46,7 +46,8 @@ class Registry(Generic[T]):
     def _load(self, name: str | None = None) -> None:
         if self._loaded:
             return
-        if not hasattr(importlib.import_module(self.package), "__path__"):  # a module: it registered all
+        pkg = importlib.import_module(self.package)
+        if not hasattr(pkg, "__path__"):  # a module: importing it registered every entry
             self._loaded = True
             return
         if name is not None and name not in self._entries and name.isidentifier() and not name.startswith("_") and name not in self.skip:
@@ -56,12 +57,10 @@ class Registry(Generic[T]):
                 if e.name != f"{self.package}.{name}":
                     raise
         if name is None or name not in self._entries:
-            if not self._loaded:
-                pkg = importlib.import_module(self.package)
-                for info in pkgutil.iter_modules(pkg.__path__):
-                    if info.name not in self.skip and not info.name.startswith("_"):
-                        importlib.import_module(f"{self.package}.{info.name}")
-                self._loaded = True
+            for info in pkgutil.iter_modules(pkg.__path__):
+                if info.name not in self.skip and not info.name.startswith("_"):
+                    importlib.import_module(f"{self.package}.{info.name}")
+            self._loaded = True
 
     def get(self, name: str) -> T:
         self._load(name)

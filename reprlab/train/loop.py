@@ -35,6 +35,13 @@ from reprlab.train.optim import build_optimizer, param_groups
 from reprlab.train.rundir import MetricsLogger, RunDir, atomic_copy, atomic_torch_save, checkpoint_step, load_checkpoint
 
 
+def batch_split_error(batch: int, world: int) -> str | None:
+    """Why a global batch cannot be split over ``world`` ranks, or None when it can."""
+    if batch % world:
+        return f"train.batch_size={batch} does not divide over {world} ranks; use a multiple of {world}"
+    return None
+
+
 @dataclass
 class FitResult:
     step: int
@@ -73,8 +80,8 @@ class _Fit:
         self.n = len(method.splits.train)
         self.batch = tc.batch_size  # the global batch: each of the world's ranks takes batch / world of it
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        if self.batch % self.world:
-            raise ReprlabError(f"train.batch_size={self.batch} does not divide over {self.world} ranks; use a multiple of {self.world}")
+        if (error := batch_split_error(self.batch, self.world)) is not None:
+            raise ReprlabError(error)
         self.local = self.batch // self.world
         self.steps_per_epoch = self.n // self.batch  # drop_last: every step sees a full batch (BN and contrastive losses want that)
         if self.steps_per_epoch == 0:

@@ -26,7 +26,7 @@ from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
 from reprlab.result import TASK_KINDS, read_result, result_key, task_kind
 from reprlab.runtime import resolve_device, resolve_precision, seed_everything
-from reprlab.train.loop import _load_checkpoint, fit
+from reprlab.train.loop import _load_checkpoint, batch_split_error, fit
 from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
 
 
@@ -111,10 +111,8 @@ def _world_error(cfg: Config, kind: str) -> tuple | None:
     """("error", message) when the global batch of a loop run does not split over the ranks:
     decided by rank 0 with the rest, so that every rank stops on the same line at the same point
     (a rank raising alone is killed by torchrun before the others can say why)."""
-    world = distributed.world_size()
-    if task_kind(kind).loop and cfg.train.batch_size % world:
-        return ("error", f"train.batch_size={cfg.train.batch_size} does not divide over {world} ranks; use a multiple of {world}")
-    return None
+    error = batch_split_error(cfg.train.batch_size, distributed.world_size()) if task_kind(kind).loop else None
+    return ("error", error) if error is not None else None
 
 
 def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
