@@ -14,10 +14,12 @@ import pytest
 import torch
 
 REQUIRE = os.environ.get("REPRLAB_REQUIRE_REALDATA") == "1"
+REQUIRE_SERVICES = os.environ.get("REPRLAB_REQUIRE_SERVICES") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "realdata: reads the real archives under $REPRLAB_DATA (skips when absent)")
+    config.addinivalue_line("markers", "services: needs a real server, e.g. PostgreSQL (skips when absent)")
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -28,6 +30,9 @@ def pytest_runtest_makereport(item, call):
     if REQUIRE and report.skipped and item.get_closest_marker("realdata"):
         report.outcome = "failed"
         report.longrepr = f"realdata test skipped while REPRLAB_REQUIRE_REALDATA=1: {report.longrepr}"
+    if REQUIRE_SERVICES and report.skipped and item.get_closest_marker("services"):
+        report.outcome = "failed"
+        report.longrepr = f"services test skipped while REPRLAB_REQUIRE_SERVICES=1: {report.longrepr}"
 
 
 def _need(archive: str) -> Path:

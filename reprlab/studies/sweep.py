@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -63,16 +62,15 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from reprlab.errors import ReprlabError
-from reprlab.io import FileLock, atomic_write_text, is_locked, make_dirs
+from reprlab.io import FileLock, atomic_write_text, make_dirs
 from reprlab.studies.checks import check_keys, did_you_mean, override, read_toml
 from reprlab.studies.process import exit_text, last_line, reprlab_argv, spawn, terminate
 from reprlab.studies.results import read_complete, read_curve, trial_dir_name
 from reprlab.studies.spec import load_study
+from reprlab.studies.storage import StorageURL, open_storage, parse_storage, warn_network_sqlite
 from reprlab.studies.sweep_spec import SweepSpec, parse_sweep
+from reprlab.studies.sweep_workers import HEARTBEAT_S, HOST, MAX_DUPLICATES, SweepProgress, admit, progress_of, quiet_optuna, recover_interrupted, requeue
 
-HEARTBEAT_S = 60.0  # how often a running trial refreshes its heartbeat attribute
-STALE_AFTER_S = 600.0  # a trial of another host without a heartbeat for this long is interrupted
-HOST = socket.gethostname()
 
 
 def load_sweep(path: str | Path, name: str | None = None) -> tuple[SweepSpec, Path, list[str]]:
@@ -116,65 +114,24 @@ def storage_url(spec: SweepSpec, out_dir: Path, storage: str | None = None) -> s
     return f"sqlite:///{(Path(out_dir) / spec.name / 'optuna.db').resolve()}"
 
 
-def _optuna():
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one status line per trial is ours
-    return optuna
-
-
-@dataclass
-class SweepProgress:
-    target: int
-    started: bool = False
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
-    interrupted: int = 0
-    running: int = 0
-    waiting: int = 0
-
-    @property
-    def finished(self) -> int:
-        return self.complete + self.pruned + self.failed
-
-    @property
-    def done(self) -> bool:
-        return self.finished >= self.target and self.running == 0 and self.complete >= 1
-
-    def describe(self) -> str:
-        text = f"{self.finished}/{self.target} trials finished ({self.complete} complete, {self.pruned} pruned, {self.failed} failed)"
-        if self.running:
-            text += f", {self.running} running or interrupted"
-        return text
-
-
-def _progress(trials: list, target: int) -> SweepProgress:
-    """Count trials; a FAIL that a later trial retries was an interruption, not a result."""
-    retried = {t.user_attrs.get("retry_of") for t in trials if "retry_of" in t.user_attrs}
-    prog = SweepProgress(target=target, started=bool(trials))
-    for t in trials:
-        state = t.state.name
-        if state == "FAIL" and t.number in retried:
-            prog.interrupted += 1
-        elif state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"):
-            attr = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}[state]
-            setattr(prog, attr, getattr(prog, attr) + 1)
-    return prog
+def sweep_storage(spec: SweepSpec, out_dir: Path, storage: str | None = None) -> StorageURL:
+    """The checked storage URL of a sweep (a bad one is a one-line error; nothing is created)."""
+    where = "--storage" if storage else f"sweep {spec.name!r} storage"
+    return parse_storage(storage_url(spec, out_dir, storage), where)
 
 
 def sweep_progress(spec: SweepSpec, out_dir: Path, storage: str | None = None, trials: int | None = None) -> SweepProgress:
     """Where a sweep stands, without creating anything (for --dry-run and the study runner)."""
     target = spec.target(trials)
-    url = storage_url(spec, out_dir, storage)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+    s = sweep_storage(spec, out_dir, storage)
+    if s.path is not None and not s.path.is_file():
         return SweepProgress(target=target)
-    optuna = _optuna()
+    optuna = quiet_optuna()
     try:
-        study = optuna.load_study(study_name=spec.name, storage=url)
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(s))
     except KeyError:  # the storage exists but holds no study of this name yet
         return SweepProgress(target=target)
-    return _progress(study.get_trials(deepcopy=False), target)
+    return progress_of(study.get_trials(deepcopy=False), target)
 
 
 # ============================================================================================
@@ -226,34 +183,6 @@ def trial_argv(ctx: _Ctx, params: dict[str, Any], name: str) -> list[str]:
         override("run.out_dir", str(ctx.sweep_dir)),
         override("run.name", name),
     ]
-
-
-def _requeue(study: Any, number: int, params: dict[str, Any] | None) -> None:
-    """Mark an interrupted trial FAIL and queue its parameters again (same directory)."""
-    optuna = _optuna()
-    if params is not None:
-        study.enqueue_trial(params, user_attrs={"retry_of": number})
-    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-
-
-def recover_interrupted(study: Any, out: IO[str]) -> int:
-    """Re-queue RUNNING trials whose process is gone (see the module docstring); returns how many."""
-    optuna = _optuna()
-    now = time.time()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        attrs = t.user_attrs
-        if attrs.get("host") == HOST and attrs.get("run_dir"):
-            gone = not is_locked(Path(attrs["run_dir"]) / ".trial.lock")
-        else:
-            start = t.datetime_start.timestamp() if t.datetime_start else now
-            gone = now - float(attrs.get("heartbeat", start)) > STALE_AFTER_S
-        if gone:
-            _requeue(study, t.number, dict(t.params) if t.params else None)
-            n += 1
-            where = Path(attrs["run_dir"]).name if attrs.get("run_dir") else "no directory yet"
-            print(f"{time.strftime('%H:%M:%S')} trial {t.number} ({where}) was interrupted; re-queued", file=out, flush=True)
-    return n
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -313,7 +242,7 @@ class _Trial:
             if self.proc is not None:
                 terminate(self.proc)
             if trial.number is not None and self.study.get_trials(deepcopy=False)[trial.number].state.name == "RUNNING":
-                _requeue(self.study, trial.number, self.params)
+                requeue(self.study, trial.number, self.params)
             raise
         finally:
             if self.lock is not None:
@@ -344,12 +273,12 @@ class _Trial:
         marker = {"trial": self.trial.number, "epoch": epoch, "metric": self.spec.metric, "value": self.value_at(epoch), "params": self.params}
         if not (self.run_dir / "pruned.json").is_file():
             atomic_write_text(self.run_dir / "pruned.json", json.dumps(marker, indent=2) + "\n")
-        self.study.tell(self.trial, state=_optuna().trial.TrialState.PRUNED)
+        self.study.tell(self.trial, state=quiet_optuna().trial.TrialState.PRUNED)
         return TrialOutcome(self.trial.number, self.name, self.params, "pruned", marker["value"], note or f"pruned at epoch {epoch}")
 
     def failed(self, msg: str) -> TrialOutcome:
         self.trial.set_user_attr("error", msg)
-        self.study.tell(self.trial, state=_optuna().trial.TrialState.FAIL)
+        self.study.tell(self.trial, state=quiet_optuna().trial.TrialState.FAIL)
         return TrialOutcome(self.trial.number, self.name, self.params, "failed", None, msg)
 
     def finish(self, code: int) -> TrialOutcome:
@@ -367,26 +296,49 @@ class _Trial:
         return TrialOutcome(self.trial.number, self.name, self.params, "complete", float(value))
 
 
-def _make_sampler(spec: SweepSpec, n_existing: int):
-    optuna = _optuna()
-    seed = spec.seed if n_existing == 0 else (spec.seed * 1_000_003 + n_existing * 7919 + os.getpid()) % 2**31
-    if spec.sampler == "grid":
+def _reseed(sampler: Any, seed: int) -> None:
+    """Seed a sampler's random state (and that of the random sampler TPE starts with); an Optuna
+    whose samplers keep it elsewhere gets a fresh random state instead."""
+    done = False
+    for obj in (sampler, getattr(sampler, "_random_sampler", None)):
+        rng = getattr(getattr(obj, "_rng", None), "rng", None)  # LazyRandomState -> numpy RandomState
+        if hasattr(rng, "seed"):
+            rng.seed(seed)
+            done = True
+    if not done:
+        sampler.reseed_rng()
 
-        class _Grid(optuna.samplers.GridSampler):
-            # GridSampler calls study.stop() once the grid is used up, which only works inside
-            # study.optimize(); our ask/tell loop stops by itself (the target is capped at the
-            # grid size), so the stop request is dropped.
+
+def _make_sampler(spec: SweepSpec):
+    """The sweep's sampler, seeded afresh for every trial from ``seed`` and the trial's number.
+
+    Why per trial: the number is unique in the storage, so workers that start together on an
+    empty database (each seeing no finished trial) still draw different points, while a sweep
+    run by one process stays reproducible from ``seed``.
+    """
+    optuna = quiet_optuna()
+    base = {"grid": optuna.samplers.GridSampler, "random": optuna.samplers.RandomSampler}.get(spec.sampler, optuna.samplers.TPESampler)
+
+    class _Sampler(base):  # type: ignore[misc, valid-type]
+        def before_trial(self, study: Any, trial: Any) -> None:
+            _reseed(self, (spec.seed * 1_000_003 + trial.number) % 2**32)
+            super().before_trial(study, trial)
+
+        # GridSampler calls study.stop() once the grid is used up, which only works inside
+        # study.optimize(); our ask/tell loop stops by itself (the target is capped at the grid
+        # size), so the stop request is dropped.
+        if base is optuna.samplers.GridSampler:
+
             def after_trial(self, *args: Any, **kwargs: Any) -> None:
                 return None
 
-        return _Grid({k: p.grid_values() for k, p in spec.space.items()}, seed=seed)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    if spec.sampler == "grid":
+        return _Sampler({k: p.grid_values() for k, p in spec.space.items()}, seed=spec.seed)
+    return _Sampler(seed=spec.seed)
 
 
 def _make_pruner(spec: SweepSpec):
-    optuna = _optuna()
+    optuna = quiet_optuna()
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials, n_warmup_steps=spec.pruner_warmup_epochs)
@@ -394,18 +346,23 @@ def _make_pruner(spec: SweepSpec):
 
 def open_study(spec: SweepSpec, out_dir: Path, storage: str | None, base_overrides: list[str]) -> Any:
     """Create or load the Optuna study; refuse one created by a different sweep definition."""
-    optuna = _optuna()
-    url = storage_url(spec, out_dir, storage)
-    if url.startswith("sqlite:///"):
-        make_dirs(Path(url[len("sqlite:///"):]).parent)
-    try:
-        existing = optuna.load_study(study_name=spec.name, storage=url)
-        n_existing = len(existing.get_trials(deepcopy=False))
-    except KeyError:
-        n_existing = 0
-    study = optuna.create_study(
-        study_name=spec.name, storage=url, sampler=_make_sampler(spec, n_existing), pruner=_make_pruner(spec), direction="maximize", load_if_exists=True
-    )
+    optuna = quiet_optuna()
+    s = sweep_storage(spec, out_dir, storage)
+    if s.kind == "sqlite":
+        warn_network_sqlite(s)
+        make_dirs(s.path.parent)
+    opened = open_storage(s)
+    url = s.shown
+    for attempt in range(5):  # several workers creating one study: the losers load it
+        try:
+            study = optuna.create_study(
+                study_name=spec.name, storage=opened, sampler=_make_sampler(spec), pruner=_make_pruner(spec), direction="maximize", load_if_exists=True
+            )
+            break
+        except KeyError:  # created by another worker between our look-up and our insert
+            if attempt == 4:
+                raise
+            time.sleep(0.1 * (attempt + 1))
     definition = spec.definition(base_overrides)
     saved = study.user_attrs.get("reprlab_definition")
     if saved is None:
@@ -443,17 +400,43 @@ def run_sweep(
         raise ReprlabError(f"--trials must be >= 1, got {trials}")
     out_dir = Path(out_dir)
     sweep_dir = out_dir / spec.name
+    new_dirs = [d for d in (sweep_dir, *sweep_dir.parents) if not d.exists()]
+    try:
+        study = open_study(spec, out_dir, storage, list(base_overrides))
+    except BaseException:  # a bad storage leaves no empty folder behind
+        for d in new_dirs:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        raise
     make_dirs(sweep_dir)
-    study = open_study(spec, out_dir, storage, list(base_overrides))
     ctx = _Ctx(spec, sweep_dir, list(base_overrides), data_root, executor or spawn, poll_s, out)
     target = spec.target(trials)
     outcomes: list[TrialOutcome] = []
+    duplicates, waiting_said = 0, False
     while True:
         recover_interrupted(study, out)
-        prog = _progress(study.get_trials(deepcopy=False), target)
-        if prog.finished + prog.running >= target:
+        prog = progress_of(study.get_trials(deepcopy=False), target)
+        if prog.finished >= target and prog.running == 0 and prog.waiting == 0:
             break
+        if prog.finished + prog.running >= target and prog.waiting == 0:
+            # the budget is taken: wait for the other workers' trials (one may be interrupted and
+            # re-queued), so that the sweep is whole when this returns (best_of runs after it)
+            if not waiting_said:
+                print(f"{time.strftime('%H:%M:%S')} waiting for {prog.running} running trial(s) of other workers", file=out, flush=True)
+                waiting_said = True
+            time.sleep(poll_s)
+            continue
         trial = study.ask()  # takes re-queued parameters first
+        why = admit(study, trial, spec, target, poll_s)
+        if why == "duplicate":
+            duplicates += 1
+            if duplicates >= MAX_DUPLICATES:
+                print(f"sweep {spec.name!r}: {MAX_DUPLICATES} proposals in a row were points already tried; the search space is used up", file=out, flush=True)
+                break
+            continue
+        if why is not None:
+            continue
+        duplicates, waiting_said = 0, False
         t0 = time.monotonic()
         o = _run_trial(study, trial, ctx)
         outcomes.append(o)
@@ -461,7 +444,7 @@ def run_sweep(
                 "pruned": o.message + (f" ({spec.metric} {o.value:.2f})" if o.value is not None else ""),
                 "failed": f"FAILED: {o.message}"}[o.state]
         print(f"{time.strftime('%H:%M:%S')} trial {o.number} {o.name} ({_params_text(o.params)}): {what}  [{time.monotonic() - t0:.0f}s]", file=out, flush=True)
-    prog = _progress(study.get_trials(deepcopy=False), target)
+    prog = progress_of(study.get_trials(deepcopy=False), target)
     best, best_value = None, None
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if complete:
