@@ -3,9 +3,10 @@ whose trials are reprlab runs (``<out>/<sweep>/trial-<hash8>``).
 
 FILE is a sweep file (one ``[sweep]`` table) or a study file (``--name`` picks one of its
 ``[[sweep]]`` tables; the study's overrides and out_dir apply). Re-running resumes: finished
-trials stay, interrupted ones are re-queued into the same directory. Several processes (or
-machines, with a shared ``--storage``) can work on one search. Format and semantics:
-:mod:`reprlab.studies.sweep`.
+trials stay, interrupted ones are re-queued into the same directory. Several processes, on
+several machines, work on one search when they share ``--storage`` (``postgresql://...`` or
+``journal:///shared/path/sweep.log``); ``--trials`` is the total over all of them. Format and
+semantics: :mod:`reprlab.studies.sweep`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="sweep TOML file ([sweep]) or study file with [[sweep]] tables")
     p.add_argument("--name", help="which [[sweep]] of a study file (needed when it holds several)")
     p.add_argument("--trials", type=int, help="total number of trials of the sweep (default: the file's trials)")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: sqlite:///<out>/<sweep>/optuna.db)")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage shared by the workers of the sweep: postgresql://user@host:5432/db "
+                   "(pip install 'reprlab[postgres]') or journal:///shared/path/sweep.log (default: sqlite:///<out>/<sweep>/optuna.db, one machine)")
     p.add_argument("--out", metavar="DIR", help="output folder holding <sweep>/ (default: runs, or the study's out_dir)")
 
 

@@ -37,7 +37,7 @@ from reprlab.studies.checks import did_you_mean
 from reprlab.studies.process import display, exit_text, last_line, reprlab_argv, spawn, terminate, under_torchrun
 from reprlab.studies.results import accuracy_text, best_trial, read_complete, read_failure
 from reprlab.studies.spec import Node, Study, run_argv
-from reprlab.studies.sweep import sweep_progress
+from reprlab.studies.sweep import best_in_storage, sweep_progress
 
 POLL_S = 0.2  # how often the runner looks at its children
 
@@ -114,7 +114,9 @@ def best_params(study: Study, node: Node) -> dict[str, Any] | None:
     if node.best_of is None:
         return None
     sweep = study.nodes[node.best_of].spec
-    return best_trial(study.out_dir, sweep.name, sweep.metric)
+    # a shared storage (workers on several machines) knows trials whose directories are elsewhere
+    shared = best_in_storage(sweep, study.out_dir, study.storage)
+    return shared if shared is not None else best_trial(study.out_dir, sweep.name, sweep.metric)
 
 
 # ============================================================================================

@@ -69,8 +69,8 @@ def parse_storage(url: str, where: str = "--storage") -> StorageURL:
     rest = url.split("://", 1)[1]
     if scheme in ("sqlite", "journal"):
         if not rest.startswith("/") or rest == "/":
-            raise ReprlabError(f"{where} {url!r}: a {scheme} URL names a file after three slashes, e.g. {scheme}:///path/to/"
-                               + ("optuna.db" if scheme == "sqlite" else "sweep.log") + " (an in-memory database is not kept)")
+            example = "sqlite:///path/to/optuna.db (an in-memory database is not kept)" if scheme == "sqlite" else "journal:///shared/path/sweep.log"
+            raise ReprlabError(f"{where} {url!r}: a {scheme} URL names a file after three slashes, e.g. {example}")
         path = Path(rest[1:]) if scheme == "sqlite" else Path(rest)
         if scheme == "journal" and not path.is_absolute():
             raise ReprlabError(f"{where} {url!r}: a journal URL names an absolute path, e.g. journal:///shared/path/sweep.log")

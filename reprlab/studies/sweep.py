@@ -40,15 +40,26 @@ Storage, resume and sharing
     own ``storage``, else the study's ``[study] storage``, else
     ``sqlite:///<out_dir>/<sweep>/optuna.db`` -- the database ``study run`` uses by default, so
     ``reprlab sweep STUDY_FILE --name S`` without ``--storage`` continues the study's search.
-    A shared URL (e.g. ``postgresql://host/db``) lets several machines work on one search. ``--trials N`` is the total for the sweep, so re-running a finished sweep
+    A shared URL -- ``postgresql://user@host:5432/db`` or ``journal:///shared/path/sweep.log``
+    (:mod:`reprlab.studies.storage`) -- lets any number of workers on several machines work on
+    one search: each is ``reprlab sweep ... --storage URL`` (or ``study run --storage URL``).
+    ``--trials N`` is the total for the sweep, over all workers, so re-running a finished sweep
     starts nothing. A RUNNING trial whose process is gone is *interrupted*: it is marked FAIL and
     its parameters are enqueued again (the new trial carries ``retry_of``; interrupted trials do
     not count towards N), so the re-run resumes the same directory from its last checkpoint.
     Gone means: on this host, nobody holds ``<trial dir>/.trial.lock`` (immediate); elsewhere,
     no heartbeat (a trial user attribute refreshed every minute) for 10 minutes.
-    A fresh single-process sweep samples reproducibly from ``seed``; a resumed or shared one
-    cannot be (sampling depends on what finished when), so its sampler seed also mixes in the
-    trial count and the process id -- that keeps parallel workers from proposing the same points.
+
+Several workers (:mod:`reprlab.studies.sweep_workers`)
+    Workers started at once on an empty database race to create Optuna's tables: the losers
+    retry. The sampler is seeded afresh for every trial from ``seed`` and the trial's number
+    (unique in the storage), so a sweep run by one process is reproducible and simultaneous
+    workers draw different points. An asked trial runs only if no other trial holds its
+    parameters (a space of few choices makes TPE propose a point twice) and fewer than N counted
+    trials come before it; otherwise it is discarded (FAIL with ``duplicate_of`` or
+    ``over_budget``, not counted) and the worker asks again. A worker with nothing left to start
+    waits for the other workers' trials (re-queuing those whose worker died), so every worker
+    returns when the whole sweep is finished, and a study's ``best_of`` run starts after it.
 """
 
 from __future__ import annotations
@@ -132,6 +143,23 @@ def sweep_progress(spec: SweepSpec, out_dir: Path, storage: str | None = None, t
     except KeyError:  # the storage exists but holds no study of this name yet
         return SweepProgress(target=target)
     return progress_of(study.get_trials(deepcopy=False), target)
+
+
+def best_in_storage(spec: SweepSpec, out_dir: Path, storage: str | None = None) -> dict[str, Any] | None:
+    """Parameters of the best complete trial in a *shared* storage (None for SQLite, whose trials
+    are all in ``out_dir``): workers on machines without a shared disk keep their trial
+    directories to themselves, so only the storage knows every trial. Ties go to the lower number."""
+    s = sweep_storage(spec, out_dir, storage)
+    if not s.shared or (s.path is not None and not s.path.is_file()):
+        return None
+    try:
+        study = quiet_optuna().load_study(study_name=spec.name, storage=open_storage(s))
+    except KeyError:
+        return None
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise ReprlabError(f"sweep {spec.name!r}: no complete trial in the storage {s.shown} (run the sweep first)")
+    return dict(max(complete, key=lambda t: (t.value, -t.number)).params)
 
 
 # ============================================================================================

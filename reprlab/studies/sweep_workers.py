@@ -98,6 +98,11 @@ def recover_interrupted(study: Any, out: IO[str]) -> int:
         else:
             start = t.datetime_start.timestamp() if t.datetime_start else now
             gone = now - float(attrs.get("heartbeat", start)) > STALE_AFTER_S
+        # Read the state again, after the check: a worker tells a trial's end before it lets go
+        # of the lock, so a free lock on a trial that finished a moment ago is no interruption
+        # (re-queuing it would run its point twice).
+        if gone and t.number not in {x.number for x in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}:
+            continue
         if gone and any(k in attrs for k in DISCARDED):  # discarded, its worker died before telling
             study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         elif gone:
@@ -136,7 +141,8 @@ def admit(study: Any, trial: Any, spec: SweepSpec, target: int, poll_s: float) -
     while True:
         trials = study.get_trials(deepcopy=False)
         retried = {t.user_attrs.get("retry_of") for t in trials}
-        counted = [t for t in trials if not any(k in t.user_attrs for k in DISCARDED) and t.number not in retried and t.number != trial.number]
+        counted = [t for t in trials if not any(k in t.user_attrs for k in DISCARDED) and t.number != trial.number
+                   and not (t.number in retried and t.state.name == "FAIL")]  # an interrupted trial: its retry counts
         same = [t for t in counted if t.params == params]
         lower = [t for t in same if t.number < trial.number or t.user_attrs.get("admitted")]
         reason = None

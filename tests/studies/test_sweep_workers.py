@@ -32,7 +32,7 @@ def _job(tmp_path, storage, space, trials=8):
 def _storage(kind, tmp_path, request):
     if kind == "postgres":
         return request.getfixturevalue("postgres_url")
-    return f"journal:///{tmp_path / 'sweep.log'}".replace("////", "///")
+    return f"journal://{tmp_path / 'sweep.log'}"  # tmp_path is absolute: journal:///tmp/...
 
 
 def _trials(storage):
@@ -54,7 +54,7 @@ def _check_sweep(tmp_path, storage, trials, retried=0):
     complete = [t for t in kept if t.state.name == "COMPLETE"]
     assert len(complete) == trials, [(t.number, t.state.name, t.user_attrs) for t in all_trials]
     points = [tuple(sorted(t.params.items())) for t in complete]
-    assert len(set(points)) == trials, points
+    assert len(set(points)) == trials, [(t.number, t.state.name, t.params, t.user_attrs) for t in all_trials]
     interrupted = [t for t in kept if t.state.name == "FAIL"]
     assert len(interrupted) == retried and all(any(r.user_attrs.get("retry_of") == t.number for r in complete) for t in interrupted)
     assert not [t for t in all_trials if t.state.name == "RUNNING" or t.state.name == "WAITING"]
@@ -82,7 +82,8 @@ def test_workers_started_at_once_on_an_empty_storage_share_the_budget(kind, work
     trained = _check_sweep(tmp_path, storage, 8)
     assert set(trained.values()) == {1}  # no trial directory trained twice
     assert len({pid for pid, _ in _record(tmp_path)}) >= 2  # the work was shared
-    assert all("search" in log and "8/8 trials finished (8 complete" in log for log in logs), logs
+    # every worker returns with the whole sweep finished; none took a finished trial for a dead one
+    assert all("8/8 trials finished (8 complete" in log and "interrupted" not in log for log in logs), logs
 
 
 @pytest.mark.services
@@ -110,3 +111,27 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_budget_still_met(kind, tmp
     trained = _check_sweep(tmp_path, storage, 4, retried=1)
     killed_dir = next(d for pid, d in _record(tmp_path) if pid == str(victim.pid))
     assert trained[killed_dir] == 2 and all(n == 1 for d, n in trained.items() if d != killed_dir)
+
+
+def test_best_of_takes_the_best_trial_of_a_shared_storage_whose_directory_is_on_another_machine(tmp_path):
+    import io
+    import shutil
+
+    from helpers_sweeps import FakeExecutor
+    from reprlab.studies.results import best_trial
+    from reprlab.studies.runner import best_params
+    from reprlab.studies.spec import load_study
+    from reprlab.studies.sweep import run_sweep
+
+    f = tmp_path / "study.toml"
+    f.write_text(f'[[sweep]]\nname = "search"\ncommand = "train"\nconfig = "{CONFIG}"\nsampler = "grid"\npruner = "none"\n'
+                 '[sweep.space]\n"optim.lr" = [0.1, 0.01]\n\n'
+                 f'[[run]]\nname = "final"\ncommand = "train"\nconfig = "{CONFIG}"\nbest_of = "search"\n')
+    url = f"journal://{tmp_path / 'sweep.log'}"
+    study = load_study(f, out_dir=tmp_path / "out", storage=url)
+    ex = FakeExecutor([[30.0], [60.0]])
+    run_sweep(study.nodes["search"].spec, tmp_path / "out", storage=url, executor=ex, poll_s=0.001, out=io.StringIO())
+    best, other = (r for r in sorted(ex.runs, key=lambda r: -r.curve[-1]))
+    shutil.rmtree(best.dir)  # the best trial ran on a machine whose disk this one does not see
+    assert best_trial(tmp_path / "out", "search") == other.params  # the directories alone are wrong here
+    assert best_params(study, study.nodes["final"]) == best.params
