@@ -19,11 +19,14 @@ This module imports neither torch nor, until a storage is opened, Optuna or SQLA
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib.util
 import os
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -175,7 +178,9 @@ def open_storage(s: StorageURL) -> Any:
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     for attempt in range(OPEN_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(s.target, engine_kwargs=engine_kwargs)
+            opened = optuna.storages.RDBStorage(s.target, engine_kwargs=engine_kwargs)
+            atexit.register(opened.engine.dispose)  # close the pool's connections, not leave them to the GC
+            return opened
         except sqlalchemy.exc.OperationalError as e:
             if s.kind == "sqlite" or attempt == OPEN_ATTEMPTS - 1 or not _is_race(e):
                 raise ReprlabError(f"storage {s.shown}: cannot connect: {_first_line(e)}") from None
@@ -186,6 +191,9 @@ def open_storage(s: StorageURL) -> Any:
             raise ReprlabError(f"storage {s.shown}: {_first_line(e)}; expected {EXAMPLES}") from None
         except ModuleNotFoundError as e:
             raise ReprlabError(f"storage {s.shown}: the driver {e.name!r} is not installed") from None
+        with warnings.catch_warnings():  # the failed attempt's connection, dropped here, is no news
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         time.sleep(0.05 + random.random() * 0.2 * (attempt + 1))  # another worker is creating the tables
     raise AssertionError("unreachable")
 

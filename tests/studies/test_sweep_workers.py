@@ -135,3 +135,25 @@ def test_best_of_takes_the_best_trial_of_a_shared_storage_whose_directory_is_on_
     shutil.rmtree(best.dir)  # the best trial ran on a machine whose disk this one does not see
     assert best_trial(tmp_path / "out", "search") == other.params  # the directories alone are wrong here
     assert best_params(study, study.nodes["final"]) == best.params
+
+
+def test_a_trial_of_another_machine_is_requeued_only_after_its_heartbeat_stops(tmp_path):
+    import io
+
+    import optuna
+
+    from reprlab.studies.sweep_workers import STALE_AFTER_S, recover_interrupted
+
+    study = optuna.create_study(study_name="search", storage=open_storage(parse_storage(f"journal://{tmp_path / 'sweep.log'}")))
+    beating, silent = study.ask(), study.ask()
+    for trial, beat in ((beating, time.time() - 5), (silent, time.time() - STALE_AFTER_S - 5)):
+        trial.suggest_float("optim.lr", 1e-4, 1e-1, log=True)
+        trial.set_user_attr("host", "another-machine")  # no lock or pid to look at from here
+        trial.set_user_attr("heartbeat", beat)
+    out = io.StringIO()
+    assert recover_interrupted(study, out) == 1
+    by_number = {t.number: t for t in study.get_trials()}
+    assert by_number[beating.number].state.name == "RUNNING" and by_number[silent.number].state.name == "FAIL"
+    retry = [t for t in by_number.values() if t.user_attrs.get("retry_of") == silent.number]
+    assert len(retry) == 1 and retry[0].state.name == "WAITING" and retry[0].system_attrs["fixed_params"] == by_number[silent.number].params
+    assert f"trial {silent.number} (no directory yet) was interrupted; re-queued" in out.getvalue()
