@@ -444,9 +444,9 @@ def run_sweep(
     while True:
         recover_interrupted(study, out)
         prog = progress_of(study.get_trials(deepcopy=False), target)
-        if prog.finished >= target and prog.running == 0 and prog.waiting == 0:
+        if (prog.finished >= target or duplicates >= MAX_DUPLICATES) and prog.running == 0 and prog.waiting == 0:
             break
-        if prog.finished + prog.running >= target and prog.waiting == 0:
+        if (prog.finished + prog.running >= target or duplicates >= MAX_DUPLICATES) and prog.waiting == 0:
             # the budget is taken: wait for the other workers' trials (one may be interrupted and
             # re-queued), so that the sweep is whole when this returns (best_of runs after it)
             if not waiting_said:
@@ -458,9 +458,8 @@ def run_sweep(
         why = admit(study, trial, spec, target, poll_s)
         if why == "duplicate":
             duplicates += 1
-            if duplicates >= MAX_DUPLICATES:
+            if duplicates == MAX_DUPLICATES:  # then only wait for the other workers' trials
                 print(f"sweep {spec.name!r}: {MAX_DUPLICATES} proposals in a row were points already tried; the search space is used up", file=out, flush=True)
-                break
             continue
         if why is not None:
             continue

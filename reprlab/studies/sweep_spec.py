@@ -88,9 +88,11 @@ class SweepSpec:
         return math.prod(len(p.grid_values()) for p in self.space.values())
 
     def target(self, trials: int | None = None) -> int:
-        """Total number of trials the sweep runs (a grid has no more points than its size)."""
+        """Total number of trials the sweep runs: a grid, or a space of choices only, has no more
+        points than its size (no point runs twice, so more trials could never finish)."""
         n = trials if trials is not None else self.trials
-        return min(n, self.grid_size) if self.sampler == "grid" else n
+        finite = self.sampler == "grid" or all(p.choices is not None for p in self.space.values())
+        return min(n, self.grid_size) if finite else n
 
     @property
     def metric_key(self) -> str:

@@ -245,3 +245,11 @@ def test_real_grid_sweep_through_the_cli(data_root, cache_root, tmp_path):
     best = max(study.get_trials(), key=lambda t: t.value)
     assert best_trial(tmp_path / "out", "lr") == best.params
     assert "best val/acc1" in p.stdout
+
+
+def test_a_space_of_choices_only_runs_each_point_once_and_caps_the_budget_at_its_size(tmp_path):
+    spec = _spec(sampler="tpe", trials=5)  # 3 choices: TPE proposes points again, none runs twice
+    assert spec.target() == 3 and _spec(sampler="tpe", trials=5, space={"optim.lr": {"low": 0.01, "high": 0.1}}).target() == 5
+    ex = FakeExecutor([[30.0], [60.0], [45.0]])
+    summary = _sweep(spec, tmp_path, ex)
+    assert summary.progress.complete == 3 and sorted(r.params["optim.lr"] for r in ex.runs) == [0.001, 0.01, 0.1]
