@@ -157,10 +157,20 @@ def warn_network_sqlite(s: StorageURL, out: IO[str] = sys.stderr, mounts: str | 
 # ============================================================================================
 
 
+_OPENED: dict[str, Any] = {}  # one storage (one connection pool) per URL and process
+
+
 def open_storage(s: StorageURL) -> Any:
-    """The Optuna storage object; a refused or unreachable server is one line. Several workers
-    opening one empty database at once race on creating Optuna's tables (a DuplicateObject or a
-    unique violation in the loser): the loser retries, and then finds the tables made."""
+    """The Optuna storage object, opened once per process (the study runner asks for a sweep's
+    progress every poll); a refused or unreachable server is one line. Several workers opening
+    one empty database at once race on creating Optuna's tables (a DuplicateObject or a unique
+    violation in the loser): the loser retries, and then finds the tables made."""
+    if s.target not in _OPENED:
+        _OPENED[s.target] = _open(s)
+    return _OPENED[s.target]
+
+
+def _open(s: StorageURL) -> Any:
     check_driver(s)
     import optuna
 
