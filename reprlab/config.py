@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reprlab.augment.configs import MixConfig, ViewConfig  # dataclasses only: the config loads without torch
+from reprlab.augment.configs import MixConfig, ViewConfig, ViewRules  # dataclasses only: the config loads without torch
 from reprlab.errors import ReprlabError
 from reprlab.registry import METHOD_CONFIGS, METHODS
 from reprlab.schedules import SHAPES, ScalarSchedule, Scheduled, all_values
@@ -112,6 +112,12 @@ class MethodConfig:
     def default_views(cls) -> dict[str, ViewConfig]:
         """The method's view pipelines by name (``[views.NAME]``); none for supervised methods."""
         return {}
+
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        """The views the method accepts and the crop counts it can use from each (checked on
+        load, printed by ``reprlab config views``); a method without views accepts none."""
+        return ViewRules(counts={})
 
 
 @dataclass
@@ -430,6 +436,7 @@ def validate(cfg: Config) -> None:
             v.validate()
         except ReprlabError as e:
             raise ReprlabError(f"views.{name}: {e}") from None
+    type(cfg.method).view_rules().check(cfg.method.name, cfg.views)  # a crop count the method cannot use would change its objective
     cfg.method.validate()
     cfg.aug.mix.validate()
     if cfg.model.kwargs:
