@@ -284,6 +284,8 @@ def _merge(obj: Any, data: dict, prefix: str, source: str) -> None:
                 raise ReprlabError(f"config key {full!r} ({source}) is a section; set its fields, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
             _merge(current, value, f"{full}.", source)
         else:
+            if isinstance(value, bool) and full in SWITCHES:
+                value = "on" if value else "off"  # train.sync_bn=true is train.sync_bn="on"
             setattr(obj, key, _coerce(value, hints[key], full, source, current))
 
 
@@ -382,7 +384,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str, current: Any) -> Any:
     if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, tp)):
         raise ReprlabError(f"config key {key!r} ({source}): expected {tp.__name__}, got {value!r}")
     if tp is str and not isinstance(value, str):
-        raise ReprlabError(f"config key {key!r} ({source}): expected a string, got {value!r}")
+        expected = f"one of {', '.join(CHOICES[key])}" if key in CHOICES else "a string"
+        raise ReprlabError(f"config key {key!r} ({source}): expected {expected}, got {value!r}")
     return value
 
 
@@ -401,6 +404,25 @@ CHOICES = {
     "data.labels": ("fine", "coarse"),
 }
 
+#: keys of CHOICES with on/off values, which also take a boolean (true = "on")
+SWITCHES = ("train.sync_bn",)
+
+#: what a run name may not be: it is one folder under run.out_dir (studies and reports look there)
+_BAD_NAME = [
+    (lambda n: "/" in n or "\\" in n, "it holds a path separator"),
+    (lambda n: n in (".", ".."), "'.' and '..' are other folders"),
+    (lambda n: n.startswith("."), "a leading '.' hides the folder"),
+    (lambda n: n.strip() != n, "leading or trailing white space"),
+    (lambda n: any(ord(c) < 32 or ord(c) == 127 for c in n), "it holds a control character"),
+]
+
+
+def check_run_name(name: str) -> None:
+    """A non-empty ``run.name`` is one folder name under ``run.out_dir``; empty = derived."""
+    for bad, what in _BAD_NAME:
+        if name and bad(name):
+            raise ReprlabError(f"config key 'run.name': {name!r} is not a folder name ({what}); expected a folder name under run.out_dir (e.g. simclr-s0), or empty for one derived from the config")
+
 
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
@@ -410,6 +432,7 @@ def validate(cfg: Config) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ReprlabError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
+    check_run_name(cfg.run.name)
     positive = ["train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps", "data.resolution"]
     for key in positive:
         if get_key(cfg, key) <= 0:

@@ -217,3 +217,12 @@ def test_pretrain_help_names_every_registered_method():
     from reprlab.registry import METHOD_CONFIGS
 
     assert all(name in pretrain.HELP for name in METHOD_CONFIGS.names())
+
+
+def test_an_on_off_key_takes_a_boolean_and_a_wrong_type_names_the_accepted_values():
+    assert load_config(None, ["train.sync_bn=true"]).train.sync_bn == "on"
+    assert load_config(None, ["train.sync_bn=false"]).train.sync_bn == "off"
+    with pytest.raises(ReprlabError, match=r"config key 'train.sync_bn' \(command line\): expected one of auto, on, off, got 1$"):
+        load_config(None, ["train.sync_bn=1"])
+    with pytest.raises(ReprlabError, match=r"config key 'train.precision' \(command line\): expected one of auto, fp32, bf16, fp16, got 16"):
+        load_config(None, ["train.precision=16"])

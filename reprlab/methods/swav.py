@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprlab import distributed
-from reprlab.errors import ReprlabError
 from reprlab.losses import sinkhorn_knopp, swav_loss
 from reprlab.methods.base import register_method
 from reprlab.methods.configs import SwAVConfig
