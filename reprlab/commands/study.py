@@ -39,6 +39,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.add_parser("list", help="list the built-in studies", description="List the built-in studies with their description and estimated GPU-hours.")
 
 
+def method_list(text: str | None) -> list[str] | None:
+    """``--methods M,M|all`` as a list; None when not given. An empty list or name is refused,
+    never read as "not given"."""
+    if text is None:
+        return None
+    names = [m.strip() for m in text.split(",")]
+    if not all(names):
+        from reprlab.errors import ReprlabError
+
+        raise ReprlabError(f"--methods {text!r}: expected method names separated by commas (e.g. simclr,byol) or all")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     from reprlab.cli import resolve_argv
     from reprlab.studies import runner, spec
@@ -50,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
             hours = f"{r['gpu_hours']:g} GPU-h" if r["gpu_hours"] is not None else "? GPU-h"
             print(f"{r['name']:<{width}}  {hours:>12}  {r['description']}")
         return 0
+    if args.study_command == "run":
+        runner.check_parallelism(args.workers, args.gpus_per_run)  # the dry run refuses what the run would
     path = spec.find_study(args.study)
-    methods = getattr(args, "methods", None)
-    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None, resolve=resolve_argv)
+    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=method_list(args.methods), resolve=resolve_argv)
     if args.study_command == "status":
         return runner.status(study, args.only)
     data_root = getattr(args, "data_root", None)

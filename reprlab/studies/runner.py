@@ -259,6 +259,14 @@ class _Job:
     replica: int = 0
 
 
+def check_parallelism(workers: int, gpus_per_run: int) -> None:
+    """``--workers`` and ``--gpus-per-run``, refused alike by ``study run`` and its ``--dry-run``."""
+    if workers < 1:
+        raise ReprlabError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_run < 1:
+        raise ReprlabError(f"--gpus-per-run must be >= 1, got {gpus_per_run}")
+
+
 def run_study(
     study: Study,
     workers: int = 1,
@@ -279,10 +287,7 @@ def run_study(
     would run now) is never skipped as complete: without ``rerun`` the study refuses to start,
     naming them; with ``rerun`` each stale run is started with ``--rerun``, which replaces it.
     """
-    if workers < 1:
-        raise ReprlabError(f"--workers must be >= 1, got {workers}")
-    if gpus_per_run < 1:
-        raise ReprlabError(f"--gpus-per-run must be >= 1, got {gpus_per_run}")
+    check_parallelism(workers, gpus_per_run)
     chosen = select(study, only)
     states = {name: node_state(study, study.nodes[name]) for name in study.nodes}
     stale = [n for n in chosen if states[n].status == "stale"]
