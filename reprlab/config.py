@@ -202,6 +202,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+def keys_set(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The canonical dotted keys a config file and ``key=value`` overrides set (what
+    :func:`load_config` reads from them besides the defaults); the file is read as it is."""
+    keys: set[str] = set()
+    if path and Path(path).is_file():
+        try:
+            keys |= {canonical_key(k) for k in flatten(tomllib.loads(Path(path).read_text()))}
+        except tomllib.TOMLDecodeError:
+            pass  # load_config has refused it already
+    return keys | {canonical_key(o.partition("=")[0].strip()) for o in overrides}
+
+
 def method_config_class(name: str) -> type[MethodConfig]:
     """The ``[method]`` dataclass of method ``name``: from the torch-free
     :data:`reprlab.registry.METHOD_CONFIGS`; a method whose dataclass is not there is found

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from reprlab.config import Config, load_config
+from reprlab.config import Config, keys_set, load_config
 from reprlab.result import task_kind
 
 
@@ -61,7 +61,7 @@ def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], e
     if task_kind(kind).backbone:  # its architecture comes from the checkpoint
         from reprlab.eval.backbones import record_architecture
 
-        record_architecture(cfg)
+        record_architecture(cfg, name_given="model.name" in keys_set(args.config or default_config, [*extra, *args.overrides]))
     return cfg, kind
 
 

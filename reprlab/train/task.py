@@ -82,6 +82,8 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
     # Rank 0 alone reads and writes the run directory's bookkeeping and tells the other ranks
     # what it decided (under data parallelism); every rank then trains, resuming from last.pt.
     decision = (_world_error(cfg, kind) or _decide(cfg, run, rerun)) if distributed.is_main() else None
+    if decision is not None and decision[0] == "run":
+        decision = _input_error(cfg, kind) or decision  # before the run directory is made
     decision = distributed.broadcast_object(decision)
     if decision[0] == "error":
         raise ReprlabError(decision[1])  # the same one-line message on every rank
@@ -113,6 +115,22 @@ def _world_error(cfg: Config, kind: str) -> tuple | None:
     (a rank raising alone is killed by torchrun before the others can say why)."""
     error = batch_split_error(cfg.train.batch_size, distributed.world_size()) if task_kind(kind).loop else None
     return ("error", error) if error is not None else None
+
+
+def _input_error(cfg: Config, kind: str) -> tuple | None:
+    """("error", message) for inputs refused before the run directory is made (a config error
+    leaves none behind): a backbone or weights file that is missing or not a checkpoint, a
+    validation split the training split cannot give."""
+    from reprlab.data.registry import check_splits
+    from reprlab.eval.backbones import check_backbone
+
+    try:
+        check_splits(cfg.data)
+        if task_kind(kind).backbone:
+            check_backbone(cfg.eval.backbone, cfg.eval.weights)
+    except ReprlabError as e:
+        return ("error", str(e))
+    return None
 
 
 def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
