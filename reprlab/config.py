@@ -27,6 +27,7 @@ from typing import Any
 
 from reprlab.augment.configs import MixConfig, ViewConfig, ViewRules  # dataclasses only: the config loads without torch
 from reprlab.errors import ReprlabError
+from reprlab.io import folder_name_problem
 from reprlab.registry import METHOD_CONFIGS, METHODS
 from reprlab.schedules import SHAPES, ScalarSchedule, Scheduled, all_values
 
@@ -115,8 +116,7 @@ class MethodConfig:
 
     @classmethod
     def view_rules(cls) -> ViewRules:
-        """The views the method accepts and the crop counts it can use from each (checked on
-        load, printed by ``reprlab config views``); a method without views accepts none."""
+        """The crop count it can use from each view (checked on load; `reprlab config views`)."""
         return ViewRules(counts={})
 
 
@@ -200,18 +200,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _merge(cfg, data, prefix="", source=source)
     validate(cfg)
     return cfg
-
-
-def keys_set(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> set[str]:
-    """The canonical dotted keys a config file and ``key=value`` overrides set (what
-    :func:`load_config` reads from them besides the defaults); the file is read as it is."""
-    keys: set[str] = set()
-    if path and Path(path).is_file():
-        try:
-            keys |= {canonical_key(k) for k in flatten(tomllib.loads(Path(path).read_text()))}
-        except tomllib.TOMLDecodeError:
-            pass  # load_config has refused it already
-    return keys | {canonical_key(o.partition("=")[0].strip()) for o in overrides}
 
 
 def method_config_class(name: str) -> type[MethodConfig]:
@@ -419,23 +407,6 @@ CHOICES = {
 #: keys of CHOICES with on/off values, which also take a boolean (true = "on")
 SWITCHES = ("train.sync_bn",)
 
-#: what a run name may not be: it is one folder under run.out_dir (studies and reports look there)
-_BAD_NAME = [
-    (lambda n: "/" in n or "\\" in n, "it holds a path separator"),
-    (lambda n: n in (".", ".."), "'.' and '..' are other folders"),
-    (lambda n: n.startswith("."), "a leading '.' hides the folder"),
-    (lambda n: n.strip() != n, "leading or trailing white space"),
-    (lambda n: any(ord(c) < 32 or ord(c) == 127 for c in n), "it holds a control character"),
-]
-
-
-def check_run_name(name: str) -> None:
-    """A non-empty ``run.name`` is one folder name under ``run.out_dir``; empty = derived."""
-    for bad, what in _BAD_NAME:
-        if name and bad(name):
-            raise ReprlabError(f"config key 'run.name': {name!r} is not a folder name ({what}); expected a folder name under run.out_dir (e.g. simclr-s0), or empty for one derived from the config")
-
-
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     for key, allowed in CHOICES.items():
@@ -444,7 +415,8 @@ def validate(cfg: Config) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ReprlabError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
-    check_run_name(cfg.run.name)
+    if cfg.run.name and (why := folder_name_problem(cfg.run.name)):  # one folder under run.out_dir, where studies and reports look
+        raise ReprlabError(f"config key 'run.name': {cfg.run.name!r} is not a folder name ({why}); expected one like simclr-s0, or empty for one derived from the config")
     positive = ["train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps", "data.resolution"]
     for key in positive:
         if get_key(cfg, key) <= 0:

@@ -194,6 +194,17 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
 # ============================================================================================
 
 
+#: what a folder name may not hold, and why (a run name is one folder under run.out_dir)
+_NOT_A_NAME = {"it holds a path separator": lambda n: "/" in n or "\\" in n, "'.' and '..' are other folders": lambda n: n in (".", ".."),
+               "a leading '.' hides the folder": lambda n: n.startswith("."), "leading or trailing white space": lambda n: n.strip() != n,
+               "it holds a control character": lambda n: any(ord(c) < 32 or ord(c) == 127 for c in n), "it is empty": lambda n: not n}
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the name of one folder inside another (None: it can)."""
+    return next((why for why, bad in _NOT_A_NAME.items() if bad(name)), None)
+
+
 _ZIP, _PICKLE = b"PK\x03\x04", b"\x80"  # how a torch.save file begins: zip archive | pickle protocol 2+
 
 

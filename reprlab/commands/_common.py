@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Callable
 
-from reprlab.config import Config, keys_set, load_config
+from reprlab.config import Config, canonical_key, flatten, load_config
 from reprlab.result import task_kind
 
 
@@ -47,6 +48,18 @@ def print_result(result: dict) -> None:
         if isinstance(result.get(part), dict):
             out[part] = {k: round(v, 3) for k, v in result[part].items() if isinstance(v, (int, float))}
     print(json.dumps(out, indent=2))
+
+
+def keys_set(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> set[str]:
+    """The canonical dotted keys a config file and ``key=value`` overrides set (what
+    :func:`load_config` reads from them besides the defaults); the file is read as it is."""
+    keys: set[str] = set()
+    if path and Path(path).is_file():
+        try:
+            keys |= {canonical_key(k) for k in flatten(tomllib.loads(Path(path).read_text()))}
+        except tomllib.TOMLDecodeError:
+            pass  # load_config has refused it already
+    return keys | {canonical_key(o.partition("=")[0].strip()) for o in overrides}
 
 
 def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> tuple[Config, str]:
