@@ -190,7 +190,7 @@ class SlurmJob:
 
 def queue_states(job_ids: list[str] | None = None) -> dict[str, str]:
     """{job id: state} of this user's jobs that SLURM still knows (squeue, all states)."""
-    out = _tool("squeue", "-h", "--states=all", "-o", "%i|%T", "-u", getpass.getuser())
+    out = _tool("squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "-u", getpass.getuser())  # -r: one line per array task
     states = dict(line.split("|", 1) for line in out.split() if "|" in line)
     return {j: s for j, s in states.items() if job_ids is None or j in job_ids}
 
@@ -250,6 +250,25 @@ class SlurmExecutor:
         self.states[job.job_id] = "PENDING"
         self._remember(log, job.job_id)
         return SlurmJob(self, job.job_id, log)
+
+    def start_array(self, argv: list[str], logs: list[Path], name: str) -> list[SlurmJob]:
+        """The same command as one SLURM job array, one task per log (sweep workers)."""
+        ex = self._executor()
+        ex.update_parameters(job_name=f"reprlab:{name}")
+        for log in logs:
+            make_dirs(log.parent)
+        try:
+            with ex.batch():
+                jobs = [ex.submit(RunCommand(argv, str(log), self.gpus_per_run, self.nodes)) for log in logs]
+        except Exception as e:  # as in start()
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise ReprlabError(f"--executor slurm: sbatch refused the job array of {name}: {lines[-1] if lines else type(e).__name__}") from None
+        out = []
+        for job, log in zip(jobs, logs):
+            self.states[job.job_id] = "PENDING"
+            self._remember(log, job.job_id)
+            out.append(SlurmJob(self, job.job_id, log))
+        return out
 
     def _remember(self, log: Path, job_id: str) -> None:
         jobs = read_jobs(self.folder.parent)
@@ -321,3 +340,34 @@ def job_notes(out_dir: Path) -> dict[str, str]:
         state = "(squeue unavailable)" if states is None else states.get(rec["job"], "ended")
         notes[run] = f"SLURM job {rec['job']} {state}"
     return notes
+
+
+def follow(executor: SlurmExecutor, jobs: list[SlurmJob], out: IO[str]) -> list[SlurmJob]:
+    """Wait until every job has left the queue, saying when each starts and ends; Ctrl-C cancels
+    those still in the queue (and says so). The jobs that did not end COMPLETED."""
+    said: dict[str, str] = {}
+    try:
+        while True:
+            codes = [j.poll() for j in jobs]
+            for j, code in zip(jobs, codes):
+                word = "running" if j.state == "RUNNING" else ("ended" if code is not None else None)
+                if word and said.get(j.job_id) != word:
+                    said[j.job_id] = word
+                    end = f" ({j.state}; log {j.log})" if word == "ended" else ""
+                    print(f"{time.strftime('%H:%M:%S')} SLURM job {j.job_id} {word}{end}", file=out, flush=True)
+            if all(c is not None for c in codes):
+                return [j for j, c in zip(jobs, codes) if c != 0]
+            time.sleep(executor.poll_s)
+    except KeyboardInterrupt:
+        executor.interrupt(jobs, out)
+        raise
+
+
+def sweep_storage_check(storage: str | None, workers: int) -> None:
+    """Several sweep workers on several machines need a storage made for it: refuse SQLite."""
+    if workers > 1 and (storage is None or storage.startswith("sqlite")):
+        what = "the default storage (SQLite in the sweep's folder)" if storage is None else f"--storage {storage} (SQLite)"
+        raise ReprlabError(
+            f"--workers {workers} on SLURM: {what} locks or corrupts with several writers on a network file system; "
+            "pass --storage postgresql://USER@HOST/DB (pip install 'reprlab[postgres]') or --storage journal:///shared/path/sweep.log"
+        )

@@ -259,3 +259,37 @@ def test_slurm_params_and_the_command_a_job_runs():
     assert many[many.index("--rdzv-backend") + 1] == "c10d" and many[-5:] == ["-m", "reprlab", "pretrain", "--config", "c.toml"]
     sweep = [sys.executable, "-m", "reprlab", "sweep", "s.toml"]
     assert job_argv(sweep, 4, 2, "node1", "77") == sweep  # not data-parallel: unchanged
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep workers: one job array; several workers refuse the per-folder SQLite
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_sweep_workers_are_one_job_array_each_task_running_the_command(tmp_path, capsys):
+    from reprlab.studies.slurm import SlurmExecutor, follow
+
+    partition = slurm_partition()
+    ex = SlurmExecutor(tmp_path, partition, gpus=False, timeout_min=5, poll_s=0.5)
+    logs = [tmp_path / "sw" / f"worker-{i + 1}.txt" for i in range(3)]
+    jobs = ex.start_array([sys.executable, "-c", "import os; print('task', os.environ['SLURM_ARRAY_TASK_ID'], os.environ['SLURM_ARRAY_JOB_ID'])"], logs, "sw")
+    try:
+        array = jobs[0].job_id.split("_")[0]
+        assert [j.job_id for j in jobs] == [f"{array}_{i}" for i in range(3)]
+        assert follow(ex, jobs, sys.stdout) == []
+    finally:
+        subprocess.run(["scancel", *[j.job_id for j in jobs]], capture_output=True, timeout=30)
+    assert [log.read_text().strip().splitlines()[-1] for log in logs] == [f"task {i} {array}" for i in range(3)]
+    assert {Path(k).name: v["job"] for k, v in json.loads((tmp_path / ".slurm" / "jobs.json").read_text()).items()} == {log.name: j.job_id for log, j in zip(logs, jobs)}
+
+
+def test_sweep_workers_on_slurm_refuse_sqlite_and_workers_need_slurm(tmp_path, capsys):
+    f = tmp_path / "sw.toml"
+    f.write_text(f'[sweep]\nname = "sw"\ncommand = "train"\nconfig = "{Path(SCRATCH).resolve()}"\ntrials = 4\n[sweep.space]\n"optim.lr" = {{ low = 0.01, high = 0.1 }}\n')
+    out = tmp_path / "out"
+    sweep = ["sweep", str(f), "--out", str(out)]
+    _one_line_error(capsys, [*sweep, "--executor", "slurm", "--workers", "2"], "--workers 2", "SQLite", "postgresql://", "journal:///")
+    _one_line_error(capsys, [*sweep, "--executor", "slurm", "--workers", "2", "--storage", f"sqlite:///{tmp_path}/o.db"], "SQLite", "journal:///")
+    _one_line_error(capsys, [*sweep, "--workers", "2"], "--executor slurm")
+    assert not out.exists()
