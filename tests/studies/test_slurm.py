@@ -208,6 +208,28 @@ def test_scancel_mid_run_then_study_run_again_resumes_and_ends_like_an_uninterru
     assert a["val"] == b["val"] and a["final_checkpoint"] == b["final_checkpoint"] and a["steps"] == b["steps"] == 14
 
 
+@pytest.mark.slurm
+@pytest.mark.realdata
+@pytest.mark.timeout(120)
+def test_ctrl_c_on_study_run_cancels_its_jobs_and_says_so(data_root, cache_root, tmp_path, cleanup):
+    partition = slurm_partition()
+    procs, outs = cleanup
+    f = _study(tmp_path, f'[study]\nname = "i"\n\n[[run]]\nname = "net"\ncommand = "train"\nconfig = "{SCRATCH}"\nseeds = [0, 1]\noverrides = {json.dumps(_tiny(cache_root))}\n')
+    out = tmp_path / "out"
+    outs.append(out)
+    procs.append(p := _start(data_root, "run", f, "--out", out, "--executor", "slurm", "--partition", partition))
+    deadline = time.monotonic() + 60
+    while len(_jobs(out)) < 2:  # both runs submitted (no dependency between them)
+        assert time.monotonic() < deadline and p.poll() is None, "the jobs were not submitted in time"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    code, stdout, stderr = _finish(p, 60)
+    ids = sorted(_jobs(out).values())
+    assert code == 130 and f"cancelled SLURM job(s) {', '.join(ids)}; none left running" in stdout, stdout + stderr
+    q = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i|%T", "-j", ",".join(ids)], capture_output=True, text=True, timeout=30).stdout
+    assert {ln.split("|")[0]: ln.split("|")[1] for ln in q.split()}.keys() == set(ids) and "RUNNING" not in q and "PENDING" not in q
+
+
 # ---------------------------------------------------------------------------------------------
 # One-line errors, nothing left behind
 
