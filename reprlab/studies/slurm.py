@@ -166,12 +166,17 @@ class RunCommand:
 # ============================================================================================
 
 
-class SlurmJob:
-    """A submitted run: ``poll()`` is None while the job is in the queue (squeue), then 0 when
-    SLURM says COMPLETED, else 1 (the runner then reads result.json either way)."""
+#: states of a job that has left the queue without completing
+FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}
 
-    def __init__(self, executor: "SlurmExecutor", job_id: str, log: Path) -> None:
-        self.executor, self.job_id, self.log = executor, job_id, log
+
+class SlurmJob:
+    """A submitted run: ``poll()`` is None while the job is in the queue (squeue), then 1 when
+    SLURM says it failed (FAILED, CANCELLED, TIMEOUT, ...), else 0; on 0 the runner decides from
+    the run's result.json whether it is complete."""
+
+    def __init__(self, executor: "SlurmExecutor", job_id: str, log: Path, adopted: bool = False) -> None:
+        self.executor, self.job_id, self.log, self.adopted = executor, job_id, log, adopted
 
     @property
     def state(self) -> str:
@@ -182,7 +187,7 @@ class SlurmJob:
         st = self.state
         if st in ACTIVE:
             return None
-        return 0 if st == "COMPLETED" else 1
+        return 1 if st in FAILED else 0  # COMPLETED, or no longer listed (MinJobAge): result.json decides
 
     def job_log(self) -> Path:
         return self.executor.folder / self.job_id / f"{self.job_id}_0_log.err"
@@ -215,6 +220,7 @@ class SlurmExecutor:
         self.slots, self.gpus_per_run, self.nodes, self.poll_s = max_jobs, gpus_per_run, nodes_per_run, poll_s
         self.states: dict[str, str] = {}
         self._polled = 0.0
+        self._warned = False
         opts: dict[str, Any] = dict(partition=partition, time=timeout_min, nodes=nodes_per_run, ntasks_per_node=1,
                                     signal_delay_s=min(signal_delay_s, timeout_min * 30), account=account, qos=qos, constraint=constraint)
         if gpus:
@@ -239,6 +245,12 @@ class SlurmExecutor:
         return self._submitit
 
     def start(self, argv: list[str], log: Path, slot: int) -> SlurmJob:
+        # a job of this run still in the queue (its runner was killed, or lost its terminal):
+        # follow it rather than submit a second one that would race it for the run's lock
+        rec = read_jobs(self.folder.parent).get(str(log.relative_to(self.folder.parent)))
+        if rec and queue_states().get(rec["job"]) in ACTIVE:
+            self.states[rec["job"]] = "PENDING"
+            return SlurmJob(self, rec["job"], log, adopted=True)
         ex = self._executor()
         ex.update_parameters(job_name=f"reprlab:{log.parent.name}")
         make_dirs(log.parent)
@@ -284,12 +296,15 @@ class SlurmExecutor:
         try:
             now = queue_states()
         except ReprlabError as e:  # a busy or restarting controller: keep the last states
-            print(f"reprlab: warning: {e}", file=sys.stderr, flush=True)
+            if not self._warned:
+                print(f"reprlab: warning: {e}; retrying", file=sys.stderr, flush=True)
+            self._warned = True
             return
+        self._warned = False
         self.states = {j: now.get(j, "ended") for j in self.states}
 
     def where(self, slot: int, handle: SlurmJob) -> str:
-        return f"SLURM job {handle.job_id} ({self.where_text})"
+        return f"SLURM job {handle.job_id} ({'already in the queue: followed, not resubmitted' if handle.adopted else self.where_text})"
 
     def failure(self, handle: SlurmJob, code: int, log: Path) -> str:
         line = last_line(log) if log.is_file() else last_line(handle.job_log())

@@ -162,50 +162,78 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+def _state(job: str) -> str:
+    q = subprocess.run(["squeue", "-h", "--states=all", "-o", "%T", "-j", job], capture_output=True, text=True, timeout=30)
+    return q.stdout.strip()
+
+
 @pytest.mark.slurm
 @pytest.mark.realdata
-@pytest.mark.timeout(TIMEOUT_S + 60)
-def test_scancel_mid_run_then_study_run_again_resumes_and_ends_like_an_uninterrupted_run(data_root, cache_root, tmp_path, cleanup):
+@pytest.mark.timeout(TIMEOUT_S + 120)
+def test_interrupted_jobs_resume_from_last_pt_and_end_like_an_uninterrupted_run(data_root, cache_root, tmp_path, cleanup):
+    """Two studies side by side, one job each. A: ``scancel`` mid-run, the runner reports it;
+    ``study run`` again resumes it. B: SLURM's warning signal (USR2, as before the time limit or
+    on preemption): the job stops its training, requeues itself and resumes within the same
+    ``study run``. Both end with the metrics of an uninterrupted local run."""
     from reprlab.train.rundir import checkpoint_step
 
     partition = slurm_partition()
     procs, outs = cleanup
     tiny = [*_tiny(cache_root), "train.epochs=2", "train.deterministic=true", "train.checkpoint_every_steps=2", "train.log_every_steps=2", 'train.precision="fp32"']
     f = _study(tmp_path, f'[study]\nname = "c"\n\n[[run]]\nname = "net"\ncommand = "train"\nconfig = "{SCRATCH}"\noverrides = {json.dumps(tiny)}\n')
-    out, clean = tmp_path / "out", tmp_path / "clean"
-    outs.append(out)
+    a, b, clean = tmp_path / "a", tmp_path / "b", tmp_path / "clean"
+    outs += [a, b]
     slurm = ["--executor", "slurm", "--partition", partition, "--timeout-min", "10"]
-    procs.append(p := _start(data_root, "run", f, "--out", out, *slurm))
+    procs.append(pa := _start(data_root, "run", f, "--out", a, *slurm))
+    procs.append(pb := _start(data_root, "run", f, "--out", b, *slurm))
     deadline = time.monotonic() + TIMEOUT_S
-    last = out / "net" / "checkpoints" / "last.pt"
-    pid = _training_pid(out, deadline)
-    while not (last.is_file() and checkpoint_step(last) >= 2):
-        assert time.monotonic() < deadline and p.poll() is None, "no checkpoint mid-run in time"
+    last = {out: out / "net" / "checkpoints" / "last.pt" for out in (a, b)}
+    pid = _training_pid(a, deadline)
+    todo, step = {a, b}, None
+    while todo:
+        assert time.monotonic() < deadline and pa.poll() is None and pb.poll() is None, "no checkpoint mid-run in time"
+        for out in [o for o in todo if last[o].is_file() and checkpoint_step(last[o]) >= 2]:
+            todo.discard(out)
+            if out == a:
+                os.kill(pid, signal.SIGSTOP)  # hold it between two steps while the job is cancelled
+                try:
+                    step = checkpoint_step(last[a])
+                    subprocess.run(["scancel", _jobs(a)["net"]], check=True, timeout=30)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+            else:
+                subprocess.run(["scancel", "--signal=USR2", _jobs(b)["net"]], check=True, timeout=30)
         time.sleep(0.02)
-    os.kill(pid, signal.SIGSTOP)  # hold it between two steps while the job is cancelled
-    try:
-        step = checkpoint_step(last)
-        subprocess.run(["scancel", _jobs(out)["net"]], check=True, timeout=30)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    code, stdout, stderr = _finish(p)
-    job = _jobs(out)["net"]
-    assert code == 1 and f"SLURM job {job} CANCELLED" in stdout, stdout + stderr
-    assert step < 14 and not (out / "net" / "result.json").exists()
 
-    procs.append(p := _start(data_root, "run", f, "--out", out, *slurm))
-    code, stdout, stderr = _finish(p)
-    assert code == 0, stdout + stderr
-    assert f"resume   net  from step {step}" in stdout  # the job was cancelled while its training was held after that checkpoint
-    assert _jobs(out)["net"] != job  # a new job, recorded
-    assert "resuming" in (out / "net" / "log.txt").read_text().split("\n=== ")[-1]
+    # B requeued itself: SLURM holds a requeued job ~2 min (BeginTime); release it now
+    job_b = _jobs(b)["net"]
+    while _state(job_b) != "PENDING":
+        assert time.monotonic() < deadline and pb.poll() is None, f"job {job_b} was not requeued: {_state(job_b)}"
+        time.sleep(0.1)
+    subprocess.run(["scontrol", "update", f"JobId={job_b}", "StartTime=now"], check=True, timeout=30)
+
+    code, stdout, stderr = _finish(pa)
+    job_a = _jobs(a)["net"]
+    assert code == 1 and f"SLURM job {job_a} CANCELLED" in stdout, stdout + stderr
+    assert step < 14 and not (a / "net" / "result.json").exists()
+    procs.append(pa := _start(data_root, "run", f, "--out", a, *slurm))
+    code, stdout, stderr = _finish(pa)
+    assert code == 0 and f"resume   net  from step {step}" in stdout, stdout + stderr  # cancelled while held after that checkpoint
+    assert _jobs(a)["net"] != job_a  # a new job, recorded
+
+    code, stdout, stderr = _finish(pb)
+    assert code == 0 and stdout.count(" start ") == 1 and _jobs(b)["net"] == job_b, stdout + stderr  # one job, requeued
+    for out in (a, b):
+        assert "resuming" in (out / "net" / "log.txt").read_text().split("\n=== ")[-1]
 
     p = subprocess.run([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", str(f), "--out", str(clean)],
                        capture_output=True, text=True, timeout=TIMEOUT_S)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert _lines(out / "net" / "metrics.jsonl") == _lines(clean / "net" / "metrics.jsonl")
-    a, b = (json.loads((d / "net" / "result.json").read_text()) for d in (clean, out))
-    assert a["val"] == b["val"] and a["final_checkpoint"] == b["final_checkpoint"] and a["steps"] == b["steps"] == 14
+    ref = json.loads((clean / "net" / "result.json").read_text())
+    for out in (a, b):
+        assert _lines(out / "net" / "metrics.jsonl") == _lines(clean / "net" / "metrics.jsonl")
+        res = json.loads((out / "net" / "result.json").read_text())
+        assert res["val"] == ref["val"] and res["final_checkpoint"] == ref["final_checkpoint"] and res["steps"] == ref["steps"] == 14
 
 
 @pytest.mark.slurm
