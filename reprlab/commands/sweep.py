@@ -4,7 +4,8 @@ whose trials are reprlab runs (``<out>/<sweep>/trial-<hash8>``).
 FILE is a sweep file (one ``[sweep]`` table) or a study file (``--name`` picks one of its
 ``[[sweep]]`` tables; the study's overrides and out_dir apply). Re-running resumes: finished
 trials stay, interrupted ones are re-queued into the same directory. Several processes (or
-machines, with a shared ``--storage``) can work on one search. Format and semantics:
+machines, with a shared ``--storage``) can work on one search; ``--executor slurm --workers N``
+submits N of them as one SLURM job array (:mod:`reprlab.studies.slurm`). Format and semantics:
 :mod:`reprlab.studies.sweep`.
 """
 

@@ -217,6 +217,7 @@ def test_interrupted_jobs_resume_from_last_pt_and_end_like_an_uninterrupted_run(
     assert code == 1 and f"SLURM job {job_a} CANCELLED" in stdout, stdout + stderr
     assert step < 14 and not (a / "net" / "result.json").exists()
     procs.append(pa := _start(data_root, "run", f, "--out", a, *slurm))
+    procs.append(pc := _start(data_root, "run", f, "--out", clean))  # the uninterrupted reference, here, meanwhile
     code, stdout, stderr = _finish(pa)
     assert code == 0 and f"resume   net  from step {step}" in stdout, stdout + stderr  # cancelled while held after that checkpoint
     assert _jobs(a)["net"] != job_a  # a new job, recorded
@@ -226,9 +227,8 @@ def test_interrupted_jobs_resume_from_last_pt_and_end_like_an_uninterrupted_run(
     for out in (a, b):
         assert "resuming" in (out / "net" / "log.txt").read_text().split("\n=== ")[-1]
 
-    p = subprocess.run([sys.executable, "-m", "reprlab", "--data-root", str(data_root), "study", "run", str(f), "--out", str(clean)],
-                       capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert p.returncode == 0, p.stdout + p.stderr
+    code, stdout, stderr = _finish(pc)
+    assert code == 0 and "worker 1" in stdout, stdout + stderr
     ref = json.loads((clean / "net" / "result.json").read_text())
     for out in (a, b):
         assert _lines(out / "net" / "metrics.jsonl") == _lines(clean / "net" / "metrics.jsonl")
