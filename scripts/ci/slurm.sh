@@ -10,6 +10,7 @@
 # three daemons by the PIDs they wrote and removes the folder. Needs the Debian packages slurm-wlm
 # and munge (`.ci/run` installs them) and root (the daemons run as root, and so do the jobs).
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live there; a CI user's PATH may lack them
 
 start() {
   local dir; dir="$(mktemp -d "${TMPDIR:-/tmp}/reprlab-slurm.XXXXXX")"
