@@ -104,10 +104,21 @@ overrides = {json.dumps([*tiny, f'eval.backbone="{tmp_path}/missing.pt"'])}
 """)
     out = tmp_path / "out"
     outs.append(out)
-    procs.append(p := _start(data_root, "run", f, "--out", out, "--executor", "slurm", "--partition", partition, "--max-jobs", "2", "--timeout-min", "10"))
+    cmd = ["run", f, "--out", out, "--executor", "slurm", "--partition", partition, "--max-jobs", "2", "--timeout-min", "10"]
+    procs.append(p := _start(data_root, *cmd))
+    deadline = time.monotonic() + 60
+    while len(_jobs(out)) < 2:  # ssl and broken submitted
+        assert time.monotonic() < deadline and p.poll() is None, "the jobs were not submitted in time"
+        time.sleep(0.05)
+    first = _jobs(out)
+    os.killpg(p.pid, signal.SIGKILL)  # the runner dies (a lost login session): its jobs stay in the queue
+    p.wait()
+    procs.append(p := _start(data_root, *cmd))  # the same command again follows the queued job, never submits a twin
     code, stdout, stderr = _finish(p)
     print(stdout, stderr)
     jobs = _jobs(out)
+    ssl = next(ln for ln in stdout.splitlines() if ln.split()[2:3] in (["start"], ["resume"]) and ln.split()[3] == "ssl")
+    assert jobs["ssl"] == first["ssl"] and f"SLURM job {first['ssl']} (already in the queue: followed, not resubmitted)" in ssl
 
     # the probe was submitted only once its pretraining was complete, as its own job
     assert code == 1 and set(jobs) == {"ssl", "probe", "broken"} and len(set(jobs.values())) == 3
