@@ -3,6 +3,10 @@
 Real-data tests (``@pytest.mark.realdata``) read the archives under the data root given by
 ``$REPRLAB_DATA``. Without them they skip with a reason; with ``REPRLAB_REQUIRE_REALDATA=1``
 (set by ``.ci/run``) a missing dataset, or any skipped realdata test, is a failure.
+
+Tests of real services (``@pytest.mark.slurm``: a SLURM cluster, which ``.ci/run`` starts) skip
+with the reason when the service is absent; with ``REPRLAB_REQUIRE_SERVICES=1`` (set by
+``.ci/run``) such a skip is a failure (:mod:`helpers_services`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import pytest
 import torch
 
 REQUIRE = os.environ.get("REPRLAB_REQUIRE_REALDATA") == "1"
+REQUIRE_SERVICES = os.environ.get("REPRLAB_REQUIRE_SERVICES") == "1"
+SERVICE_MARKERS = ("slurm",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,6 +34,9 @@ def pytest_runtest_makereport(item, call):
     if REQUIRE and report.skipped and item.get_closest_marker("realdata"):
         report.outcome = "failed"
         report.longrepr = f"realdata test skipped while REPRLAB_REQUIRE_REALDATA=1: {report.longrepr}"
+    if REQUIRE_SERVICES and report.skipped and any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
+        report.outcome = "failed"
+        report.longrepr = f"service test skipped while REPRLAB_REQUIRE_SERVICES=1: {report.longrepr}"
 
 
 def _need(archive: str) -> Path:

@@ -101,3 +101,39 @@ def execute_task(args: argparse.Namespace, cfg: Config, kind: str) -> int:
 def run_task(args: argparse.Namespace, kind: str | Callable[[Config], str], extra: list[str] = (), default_config: str | None = None) -> int:
     """Resolve the config and run one task through the loop (``--print-config`` only prints it)."""
     return execute_task(args, *task_config(args, kind, extra, default_config))
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and the SLURM options (reprlab.studies.slurm); the sweep command has them too."""
+    g = p.add_argument_group("executor", "where the runs execute: here (local) or as SLURM jobs (slurm: pip install 'reprlab[slurm]')")
+    g.add_argument("--executor", choices=("local", "slurm"), default="local", help="local: child processes on this machine (default); slurm: one SLURM job per run, submitted through submitit")
+    g.add_argument("--partition", help="slurm: the partition (default: the cluster's default partition); checked with sinfo before anything is submitted")
+    g.add_argument("--nodes-per-run", type=int, default=1, metavar="M", help="slurm: nodes per training run (srun starts torchrun on each, c10d rendezvous on the first)")
+    g.add_argument("--timeout-min", type=int, default=60, metavar="MIN", help="slurm: each job's time limit; a job reaching it is requeued and resumes from last.pt (default 60)")
+    g.add_argument("--account", help="slurm: sbatch --account")
+    g.add_argument("--qos", help="slurm: sbatch --qos")
+    g.add_argument("--constraint", help="slurm: sbatch --constraint (node features)")
+    g.add_argument("--slurm-param", action="append", metavar="KEY=VALUE", help="slurm: any other sbatch option, e.g. mem=32G or cpus-per-task=8 (repeatable)")
+    g.add_argument("--max-jobs", type=int, default=8, metavar="N", help="slurm: runs in the queue at once (default 8)")
+
+
+def slurm_executor(args: argparse.Namespace, out_dir):
+    """The SlurmExecutor of ``args``; SLURM's tools, submitit and the partition are checked first
+    (one-line errors, nothing written)."""
+    from reprlab.studies import slurm
+
+    params = slurm.parse_params(args.slurm_param)
+    partition, gpus = slurm.check_slurm(args.partition)
+    return slurm.SlurmExecutor(out_dir, partition, gpus, gpus_per_run=getattr(args, "gpus_per_run", 1), nodes_per_run=args.nodes_per_run,
+                               timeout_min=args.timeout_min, account=args.account, qos=args.qos, constraint=args.constraint, params=params,
+                               max_jobs=args.max_jobs)
+
+
+def local_only(args: argparse.Namespace) -> None:
+    """SLURM options given without --executor slurm would do nothing: refuse them."""
+    from reprlab.errors import ReprlabError
+
+    given = [f"--{k.replace('_', '-')}" for k in ("partition", "account", "qos", "constraint", "slurm_param") if getattr(args, k)]
+    given += [f"--{k.replace('_', '-')}" for k, d in (("nodes_per_run", 1), ("timeout_min", 60), ("max_jobs", 8)) if getattr(args, k) != d]
+    if given:
+        raise ReprlabError(f"{', '.join(given)}: SLURM option(s) without --executor slurm")
