@@ -3,6 +3,7 @@
 ``reprlab config`` lists the keys of a supervised run; ``--method NAME`` those of a method
 (its ``[method]`` fields and its views); a prefix narrows the list to a section or key
 (``reprlab config optim``, ``reprlab config method --method byol``).
+``reprlab config published`` lists the published numbers the report sets ours beside.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ HELP = "list every config key with its default and meaning"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("prefix", nargs="?", default="", help="only this section or key (e.g. optim, method, views.local)")
+    p.add_argument("prefix", nargs="?", default="", help="only this section or key (e.g. optim, method, views.local); "
+                   "'published': the published numbers the report compares with")
     p.add_argument("--method", default="supervised", help="show the [method] fields and views of this method (e.g. byol, dino)")
 
 
@@ -45,7 +47,21 @@ def select(rows: list[tuple], prefix: str) -> list[tuple]:
     return out
 
 
+def published() -> int:
+    """``reprlab config published``: the table of :mod:`reprlab.report.published`, one row each."""
+    from reprlab.report.published import PUBLISHED
+
+    rows = [(r.method, r.dataset, r.backbone + (f" ({r.note})" if r.note else ""), str(r.epochs), r.protocol, f"{r.top1:g}", r.url) for r in PUBLISHED]
+    header = ("method", "dataset", "backbone", "epochs", "protocol", "top-1", "source")
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(f"{x:<{w}}" for x, w in zip(row, widths)).rstrip())
+    return 0
+
+
 def run(args) -> int:
+    if args.prefix == "published":
+        return published()
     rows = select(describe(default_config(args.method)), args.prefix)
     width = max(len(r[0]) for r in rows)
     for key, default, comment in rows:
