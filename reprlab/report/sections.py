@@ -528,11 +528,12 @@ def all_runs(b: Page, study: Study) -> None:
             _fmt_num(r.metric("test", "acc5")),
             fmt_value(best_step),
             _fmt_num(wall / 60.0 if is_number(wall) else None, 1.0, 1),
+            _budget_cell([r]),
             b.config_link(r.dir),
         ]
         rows.append(row)
-    header = ["Run dir", "Group", "Seed", "Val acc1"] + (["Val kNN acc1"] if has_knn else []) + ["Test acc1", "Test acc5", "Best step", "Wall (min)", "Config"]
-    b.blocks.append(Table(header, rows, frozenset(range(2, len(header) - 1))))
+    header = ["Run dir", "Group", "Seed", "Val acc1"] + (["Val kNN acc1"] if has_knn else []) + ["Test acc1", "Test acc5", "Best step", "Wall (min)", BUDGET_TITLE, "Config"]
+    b.blocks.append(Table(header, rows, frozenset(range(2, len(header) - 2))))
 
 
 def input_warnings(study: Study, groups: list[Group]) -> list[str]:
