@@ -181,7 +181,7 @@ def plot_test_acc1_bars(groups: Sequence[Group]) -> Figure | None:
     ax.invert_yaxis()  # same top-to-bottom order as the summary table
     ax.set_xlabel("test acc1 (%)  —  bar: mean over seeds, whisker: ±1 std, dots: seeds")
     ax.set_title("Test top-1 accuracy per group", fontsize=11, fontweight="bold")
-    ax.set_xlim(0, max(max(g.stat("test").values) for g in groups) * (2.2 if any(toys) else 1.18) + 1)  # room for the marks
+    ax.set_xlim(0, max(max(g.stat("test").values) for g in groups) * (2.7 if any(toys) else 1.18) + 1)  # room for the marks (about 60 characters)
     _style_axes(ax)
     ax.grid(False, axis="y")
     if any(toys):
@@ -291,8 +291,8 @@ def plot_cnn_vs_vit(groups: Sequence[Group]) -> Figure | None:
                 label=_FAMILY_LABELS.get(fam, _mpl(fam)),
             )[0].set_gid(f"cnn-vit::{key}::{fam}")
             for g, x in fam_pts:
-                toy = _group_toy(g)
-                label = str(g.common("model") or g.name) + ("  ⚠ toy budget" if toy else "")
+                toy = group_budget_text(g.runs)[1]
+                label = str(g.common("model") or g.name) + (f"  ⚠ {toy.short()}" if toy else "")
                 ax.annotate(_mpl(label), (x, g.stat("test").mean), textcoords="offset points", xytext=(5, 5), fontsize=8, color="#b35900" if toy else "black")
         for i, (g, ref) in enumerate((g, ref) for g in groups for ref in published_for(g.runs)):
             ax.axhline(ref.top1, color=_FAMILY_COLORS.get(str(g.common("family")), "#9467bd"), linestyle=_REF_STYLES[i % len(_REF_STYLES)], linewidth=1.0,

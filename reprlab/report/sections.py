@@ -325,9 +325,10 @@ def ssl_methods(b: Page, groups: list[Group]) -> None:
     header = ["Method", "Seeds", *[title for _, title in protocols], *(["kNN monitor (val)"] if has_knn else []), *(["Online probe (val)"] if has_online else []),
               "Published top-1", "Our pretraining / theirs", "Pretraining budget (done of recipe)", "Runs"]
     b.blocks.append(Table(header, table, frozenset(range(2, 2 + len(protocols) + has_knn + has_online))))
-    b.para("kNN monitor and online probe: the pretraining runs' own validation monitors (the online probe is a linear classifier trained "
-           "on detached features during pretraining, as solo-learn reports it); the probe and fine-tune columns are our downstream "
-           "test accuracies. Published: the source's number at its budget (see “Published references”).")
+    b.para(("kNN monitor and online probe: the pretraining runs' own validation monitors (the online probe is a linear classifier trained "
+            "on detached features during pretraining, as solo-learn reports it); " if has_knn or has_online else "")
+           + "the probe and fine-tune columns are our downstream test accuracies. Published: the source's number at its budget "
+           "(see “Published references”).")
     b.figure(
         plot_ssl_methods(rows, refs),
         "ssl-methods",
