@@ -61,6 +61,7 @@ class Budget:
     unit: str
     recipe: str | None
     backbone: bool  # the budget of the backbone's pretraining, not of the run itself
+    whose: str = ""  # how the text names it: "backbone", "fine-tune" or "probe" over a backbone, else ""
 
     @property
     def fraction(self) -> float:
@@ -76,16 +77,16 @@ class Budget:
 
     def text(self) -> str:
         """``"backbone: 4 of 1000 epochs (0.4 %)"``."""
-        return f"{'backbone: ' if self.backbone else ''}{_num(self.done)} of {_num(self.of)} {self.unit} ({_pct(self.fraction)})"
+        return f"{self.whose + ': ' if self.whose else ''}{_num(self.done)} of {_num(self.of)} {self.unit} ({_pct(self.fraction)})"
 
 
-def _against_recipe(block: dict, backbone: bool) -> Budget | None:
+def _against_recipe(block: dict, backbone: bool, whose: str) -> Budget | None:
     recipe = block.get("recipe") if isinstance(block.get("recipe"), str) else None
     # a recipe that stops at max_steps counts in steps; otherwise in epochs
     for done_key, of_key, unit in (("steps", "recipe_steps", "steps"), ("epochs", "recipe_epochs", "epochs")):
         done, of = block.get(done_key), block.get(of_key)
         if is_number(done) and is_number(of) and of > 0:
-            return Budget(float(done), float(of), unit, recipe, backbone)
+            return Budget(float(done), float(of), unit, recipe, backbone, whose)
     return None
 
 
@@ -104,7 +105,10 @@ def budgets(run: Run) -> list[Budget]:
     """The run's budgets against their recipes: its own (absent for the cached probe, which
     trains no epochs) and its backbone's pretraining; empty for a record without ``budget`` or
     a recipe (an old run, a run started without a config file)."""
-    return [b for block, backbone in _blocks(run) if (b := _against_recipe(block, backbone)) is not None]
+    # over a backbone, the run's own budget is named too, so that a row pooling probes and
+    # fine-tunes says which is which
+    own = {"finetune": "fine-tune", "probe": "probe"}.get(run.task, "")
+    return [b for block, backbone in _blocks(run) if (b := _against_recipe(block, backbone, "backbone" if backbone else own)) is not None]
 
 
 def limiting(run: Run) -> Budget | None:

@@ -48,7 +48,7 @@ def test_a_probe_is_as_much_a_toy_as_its_backbone_and_steps_count_when_the_recip
     # a fine-tune at its full recipe over a toy backbone is a toy, and says both
     ft = _run({"task": "finetune", "budget": budget(30, "configs/finetune/resnet18.toml", 30, backbone=pre)})
     assert rb.is_toy(ft) and rb.limiting(ft).backbone
-    assert rb.budget_text(ft) == "30 of 30 epochs (100 %); backbone: 4 of 1000 epochs (0.4 %)"
+    assert rb.budget_text(ft) == "fine-tune: 30 of 30 epochs (100 %); backbone: 4 of 1000 epochs (0.4 %)"
     steps = _run({"budget": {**budget(1, "r.toml", 100, steps=50), "recipe_steps": 1000}})
     assert rb.budget_text(steps) == "50 of 1000 steps (5 %)"
 
