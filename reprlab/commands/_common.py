@@ -71,6 +71,7 @@ def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], e
     a backbone record the architecture that is built (:func:`reprlab.eval.backbones.record_architecture`)."""
     cfg = resolve(args, extra, default_config)
     kind = kind(cfg) if callable(kind) else kind
+    args.recipe = args.config or default_config  # the file whose budget result.json records beside the run's
     if task_kind(kind).backbone:  # its architecture comes from the checkpoint
         from reprlab.eval.backbones import record_architecture
 
@@ -87,7 +88,7 @@ def execute_task(args: argparse.Namespace, cfg: Config, kind: str) -> int:
     if args.print_config:
         print(dumps_toml(to_dict(cfg)), end="")
         return 0
-    result = task.execute(cfg, kind, args.config, rerun=args.rerun)
+    result = task.execute(cfg, kind, args.config, rerun=args.rerun, recipe=getattr(args, "recipe", None))
     from reprlab import distributed
 
     if not distributed.is_main():

@@ -5,7 +5,8 @@
 (``reprlab config optim``, ``reprlab config views.local --method dino``). ``reprlab config method
 --method NAME`` ends with the method's views; ``reprlab config views`` prints the views every
 method accepts and the crop counts it can use from each (``--method NAME``: one method), from
-the declarations in ``reprlab/methods/configs.py`` (``view_rules``).
+the declarations in ``reprlab/methods/configs.py`` (``view_rules``). ``reprlab config published``
+lists the published numbers the report sets ours beside.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ HELP = "list every config key with its default and meaning (`config views`: the 
 
 def add_arguments(p) -> None:
     p.add_argument("prefix", nargs="?", default="", help="only this section or key (e.g. optim, method, views.local); "
-                   "`views`: each method's accepted views and crop counts")
+                   "`views`: each method's accepted views and crop counts; "
+                   "`published`: the published numbers the report compares with")
     p.add_argument("--method", default=None, help=f"show the [method] fields and views of this method ({', '.join(METHOD_CONFIGS.names())}; "
                    "default: supervised, for `views`: every method)")
 
@@ -51,6 +53,18 @@ def select(rows: list[tuple], prefix: str) -> list[tuple]:
     return out
 
 
+def published() -> int:
+    """``reprlab config published``: the table of :mod:`reprlab.report.published`, one row each."""
+    from reprlab.report.published import PUBLISHED
+
+    rows = [(r.method, r.dataset, r.backbone + (f" ({r.note})" if r.note else ""), str(r.epochs), r.protocol, f"{r.top1:.2f}", r.url) for r in PUBLISHED]
+    header = ("method", "dataset", "backbone", "epochs", "protocol", "top-1", "source")
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(f"{x:<{w}}" for x, w in zip(row, widths)).rstrip())
+    return 0
+
+
 def view_lines(method: str) -> list[str]:
     """What ``reprlab config views --method METHOD`` prints: the method's views, the crop count
     it accepts from each (its default), the size rules and why."""
@@ -59,6 +73,8 @@ def view_lines(method: str) -> list[str]:
 
 
 def run(args) -> int:
+    if args.prefix == "published":
+        return published()
     if args.prefix.rstrip(".") == "views":
         names = METHOD_CONFIGS.names() if args.method in (None, "all") else [args.method]
         for name in names:
