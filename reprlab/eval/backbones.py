@@ -120,8 +120,11 @@ def record_architecture(cfg) -> None:
     cfg.model.kwargs = dict(kwargs)
 
 
-def load_checkpoint_backbone(path: Path) -> Backbone:
-    path = _checkpoint_path(path)
+def read_checkpoint(spec: str | Path) -> tuple[Path, dict]:
+    """(file, content) of the reprlab checkpoint ``spec``: a file, or a run directory, whose
+    ``checkpoints/last.pt`` it means (what ``reprlab probe --backbone RUN`` reads); anything
+    else is a one-line error naming the file."""
+    path = _checkpoint_path(spec)
     if not path.is_file():
         raise ReprlabError(f"backbone checkpoint {path} not found; expected runs/<name>/checkpoints/last.pt, 'imagenet-supervised' or 'random-init'")
     ckpt = _read_checkpoint(path)
@@ -130,6 +133,11 @@ def load_checkpoint_backbone(path: Path) -> Backbone:
     for key in ("method", "model_name", "backbone_prefix"):
         if key not in ckpt:
             raise ReprlabError(f"backbone checkpoint {path}: key {key!r} missing; not a reprlab checkpoint")
+    return path, ckpt
+
+
+def load_checkpoint_backbone(path: Path) -> Backbone:
+    path, ckpt = read_checkpoint(path)
     model = create_model(ckpt["model_name"], num_classes=0, **ckpt.get("model_kwargs", {}))
     prefix = ckpt["backbone_prefix"]
     sd = {k[len(prefix) :]: v for k, v in ckpt["method"].items() if k.startswith(prefix)}
