@@ -75,7 +75,7 @@ def checkpoint_model(spec: str | Path, with_head: bool) -> tuple[Path, dict, nn.
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise ReprlabError(f"checkpoint {path}: its classifier does not load into {ckpt['model_name']} ({str(e).splitlines()[1].strip()})") from None
+        raise ReprlabError(f"checkpoint {path}: its classifier does not load into {ckpt['model_name']} ({str(e).strip().splitlines()[-1].strip()})") from None
     return path, ckpt, model.eval()
 
 
@@ -247,6 +247,8 @@ def export(spec: str | Path, fmt: str, out: str | Path | None = None, with_head:
         out = out / default_out(path, fmt, with_head)
     if not out.parent.is_dir():
         raise ReprlabError(f"--out {out}: folder {out.parent} does not exist")
+    if out.resolve() == path.resolve():
+        raise ReprlabError(f"--out {out} is the checkpoint itself; name another file")
     if out.suffix == ".json":
         raise ReprlabError(f"--out {out}: .json is the sidecar's suffix; name the {fmt} file itself (e.g. model.pt)")
     try:
@@ -259,9 +261,9 @@ def export(spec: str | Path, fmt: str, out: str | Path | None = None, with_head:
     classes, res = num_classes(model), int(ckpt["resolution"])
     if fmt == "onnx":
         outputs = ", ".join(part["outputs"])
-        code = ["import numpy, onnxruntime", f"session = onnxruntime.InferenceSession({str(out)!r}, providers=['CPUExecutionProvider'])",
+        code = ["import onnxruntime", f"session = onnxruntime.InferenceSession({str(out)!r}, providers=['CPUExecutionProvider'])",
                 f"# images: a numpy.float32 array (N, 3, {res}, {res}), RGB in [0, 1]",
-                f"{outputs}{',' if len(part['outputs']) == 1 else ''} = session.run(None, {{'images': images}})"]
+                f"[{outputs}] = session.run(None, {{'images': images}})"]
     else:
         code = [*part.pop("code"), f"model.load_state_dict(torch.load({str(out)!r}), strict=True)", "model.eval()"]
     info = {

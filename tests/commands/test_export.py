@@ -3,11 +3,13 @@ fresh Python process that never imports reprlab, with torchvision, timm or ONNX 
 
 Three runs (a few steps each): a supervised ResNet-18 at full width 64 (its architecture maps to
 torchvision and timm), a supervised ViT (maps to timm's VisionTransformer) and a DINO ResNet-18
-of width 8 (maps to neither: refused; its ONNX export is its EMA teacher, what the probe scores).
+of width 8 (maps to neither: refused; its state_dict export is its EMA teacher, what the probe scores).
 The reference is reprlab's own backbone (``load_checkpoint_backbone``: what ``reprlab probe``
 uses) or its whole classifier on 64 CIFAR-100 test images."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -37,7 +39,7 @@ def runs(tmp_path_factory, data_root, cache_root):
     assert main([*sup, *common, "train.max_steps=3"]) == 0  # no run.name: the directory ends with the config hash
     assert main([*sup, *common, "train.max_steps=2", 'model.name="vit"', "model.kwargs.depth=2", "model.kwargs.dim=64", 'run.name="vit"']) == 0
     assert main(["pretrain", "--config", "configs/pretrain/dino_cifar100.toml", *common, "train.max_steps=2", "model.kwargs.width=8",
-                 "method.knn_every_epochs=0", 'run.name="dino8"']) == 0
+                 "method.knn_bank_size=200", 'run.name="dino8"']) == 0
     (resnet,) = [p for p in out.iterdir() if p.name.startswith("resnet18_scratch-")]
     return {"resnet": resnet, "vit": out / "vit", "dino": out / "dino8"}
 
@@ -124,27 +126,40 @@ FRESH = textwrap.dedent('''
 ''')
 
 
-def test_exports_load_without_reprlab_and_match_its_features_and_predictions(runs, images, tmp_path, capsys):
+#: name: (run, format, --with-head); the ONNX graph with the head also outputs the features
+CASES = {
+    "resnet_torchvision": ("resnet", "torchvision", False),
+    "resnet_timm": ("resnet", "timm", False),
+    "resnet_torchvision_head": ("resnet", "torchvision", True),
+    "resnet_onnx_head": ("resnet", "onnx", True),
+    "vit_timm_head": ("vit", "timm", True),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory):
+    """name -> (the export's file, what the command printed, its sidecar), each exported once."""
+    folder, out = tmp_path_factory.mktemp("exports"), {}
+    for name, (run, fmt, head) in CASES.items():
+        path = folder / (f"{name}.onnx" if fmt == "onnx" else f"{name}.pt")
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            assert main(["export", str(runs[run]), "--format", fmt, "--out", str(path), *(["--with-head"] if head else [])]) == 0
+        out[name] = (path, printed.getvalue(), json.loads(path.with_name(path.name + ".json").read_text()))
+    return out
+
+
+def test_exports_load_without_reprlab_and_match_its_features_and_predictions(runs, images, exported, tmp_path):
     np.save(tmp_path / "images.npy", images.numpy())
-    cases = {  # name: (run, format, --with-head)
-        "resnet_torchvision": ("resnet", "torchvision", False),
-        "resnet_timm": ("resnet", "timm", False),
-        "resnet_torchvision_head": ("resnet", "torchvision", True),
-        "resnet_onnx_head": ("resnet", "onnx", True),
-        "vit_timm_head": ("vit", "timm", True),
-        "dino_onnx": ("dino", "onnx", False),
-    }
-    jobs, printed, sidecars = {}, {}, {}
-    for name, (run, fmt, head) in cases.items():
-        out = tmp_path / (f"{name}.onnx" if fmt == "onnx" else f"{name}.pt")
-        printed[name], sidecars[name] = _export(capsys, runs[run], fmt, out, *(["--with-head"] if head else []))
-        jobs[name] = {"sidecar": str(out) + ".json", "file": str(out), "images": str(tmp_path / "images.npy"), "result": str(tmp_path / f"{name}.npy")}
+    printed = {name: e[1] for name, e in exported.items()}
+    sidecars = {name: e[2] for name, e in exported.items()}
+    jobs = {name: {"sidecar": f"{path}.json", "file": str(path), "images": str(tmp_path / "images.npy"), "result": str(tmp_path / f"{name}.npy")}
+            for name, (path, _, _) in exported.items()}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of this checkout on the path either
     p = subprocess.run([sys.executable, "-c", FRESH, json.dumps(jobs)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     fresh = json.loads(p.stdout.strip().splitlines()[-1])
     diffs = {}
-    for name, (run, fmt, head) in cases.items():
+    for name, (run, fmt, head) in CASES.items():
         ours = _reference(runs[run], images, head).numpy()
         theirs = np.load(tmp_path / f"{name}.npy")
         assert theirs.shape == ours.shape == ((64, 100) if head else (64, sidecars[name]["feature_dim"]))
@@ -160,14 +175,13 @@ def test_exports_load_without_reprlab_and_match_its_features_and_predictions(run
     print("max abs differences:", json.dumps(diffs))
 
 
-def test_sidecar_records_architecture_normalisation_and_provenance(runs, tmp_path, capsys):
-    out = tmp_path / "r.pt"
-    printed, side = _export(capsys, runs["resnet"], "torchvision", out)
+def test_sidecar_records_architecture_normalisation_and_provenance(runs, exported):
+    out, printed, side = exported["resnet_torchvision"]
     ckpt_file = runs["resnet"] / "checkpoints" / "last.pt"
     ckpt = torch.load(ckpt_file, weights_only=False)
     assert side["architecture"]["model"] == "resnet18" and side["architecture"]["kwargs"] == {}
     assert side["architecture"]["built_by"]["replaced"] == {"conv1": "torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)",
-                                                "maxpool": "torch.nn.Identity()", "fc": "torch.nn.Identity()"}
+                                                            "maxpool": "torch.nn.Identity()", "fc": "torch.nn.Identity()"}
     assert side["feature_dim"] == 512 and side["resolution"] == 32 and side["normalisation"] == "outside the model"
     assert side["mean"] == pytest.approx([0.5071, 0.4865, 0.4409], abs=1e-4) and side["std"] == pytest.approx([0.2673, 0.2564, 0.2762], abs=1e-4)
     prov = side["provenance"]
@@ -175,16 +189,18 @@ def test_sidecar_records_architecture_normalisation_and_provenance(runs, tmp_pat
     assert runs["resnet"].name == f"resnet18_scratch-{prov['config_hash']}"  # the hash the run is named by
     assert (prov["method"], prov["dataset"], prov["fraction"], prov["steps"], prov["max_steps"]) == ("supervised", "cifar100", 0.02, 3, 3)
     assert prov["epochs"] == ckpt["config"]["train"]["epochs"] and prov["run"] == runs["resnet"].name
-    assert printed.splitlines()[0] == f"wrote {out} (torchvision: resnet18, 512 features) and r.pt.json"
-    # the ONNX sidecar says the normalisation is inside the graph
-    _, onnx_side = _export(capsys, runs["dino"], "onnx", tmp_path / "d.onnx")
-    assert onnx_side["normalisation"] == "inside the graph" and onnx_side["outputs"] == ["features"] and onnx_side["feature_dim"] == 64
-    assert onnx_side["provenance"]["method"] == "dino" and onnx_side["provenance"]["run"] == "dino8"
+    assert printed.splitlines()[0] == f"wrote {out} (torchvision: resnet18, 512 features) and {out.name}.json"
+    # the ONNX sidecar says the normalisation is inside the graph, and names both outputs
+    _, printed, onnx_side = exported["resnet_onnx_head"]
+    assert onnx_side["normalisation"] == "inside the graph" and onnx_side["outputs"] == ["features", "logits"]
+    assert onnx_side["feature_dim"] == 512 and onnx_side["num_classes"] == 100 and onnx_side["provenance"] == prov
+    assert "(onnx: resnet18, 512 features and 100 logits)" in printed.splitlines()[0] and "the graph normalises" in printed
 
 
 def test_state_dict_export_is_the_probes_backbone(runs, tmp_path, capsys):
     out = tmp_path / "dino.pt"
     _, side = _export(capsys, runs["dino"], "state_dict", out)
+    assert side["architecture"]["kwargs"] == {"width": 8} and side["feature_dim"] == 64 and side["provenance"]["method"] == "dino"
     sd = torch.load(out)
     model = create_model("resnet18", num_classes=0, width=8)
     model.load_state_dict(sd, strict=True)
@@ -223,3 +239,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(runs, tmp_path, capsys):
     assert "checkpoints/last.pt not found" in msg
     msg = _refused(capsys, [dino, "--format", "onnx", "--out", str(tmp_path / "no" / "x.onnx")], tmp_path)
     assert "does not exist" in msg
+    ckpt = runs["dino"] / "checkpoints" / "last.pt"
+    before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    msg = _refused(capsys, [str(ckpt), "--format", "state_dict", "--out", str(ckpt)], tmp_path)
+    assert "is the checkpoint itself" in msg and hashlib.sha256(ckpt.read_bytes()).hexdigest() == before
