@@ -139,13 +139,14 @@ def check_backbone(spec: str, weights: str = "") -> None:
         if weights and weights != "imagenet" and not Path(weights).expanduser().is_file():
             raise ReprlabError(f"ImageNet weights file {Path(weights).expanduser()} not found; expected a torchvision ResNet-18 state dict (.pth)")
     elif spec and spec != "random-init":
-        _checkpoint(Path(spec))
+        read_checkpoint(Path(spec))
 
 
-def _checkpoint(path: Path) -> tuple[Path, dict]:
-    """(file, contents) of a reprlab checkpoint at ``path`` (a run directory: its last.pt);
-    anything else is a one-line error saying what was found."""
-    path = _checkpoint_path(path)
+def read_checkpoint(spec: str | Path) -> tuple[Path, dict]:
+    """(file, content) of the reprlab checkpoint ``spec``: a file, or a run directory, whose
+    ``checkpoints/last.pt`` it means (what ``reprlab probe --backbone RUN`` reads); anything
+    else is a one-line error naming the file."""
+    path = _checkpoint_path(spec)
     if not path.is_file():
         raise ReprlabError(f"backbone checkpoint {path} not found; expected runs/<name>/checkpoints/last.pt, 'imagenet-supervised' or 'random-init'")
     ckpt = _read_checkpoint(path)
@@ -158,7 +159,7 @@ def _checkpoint(path: Path) -> tuple[Path, dict]:
 
 
 def load_checkpoint_backbone(path: Path) -> Backbone:
-    path, ckpt = _checkpoint(path)
+    path, ckpt = read_checkpoint(path)
     model = create_model(ckpt["model_name"], num_classes=0, **ckpt.get("model_kwargs", {}))
     prefix = ckpt["backbone_prefix"]
     sd = {k[len(prefix) :]: v for k, v in ckpt["method"].items() if k.startswith(prefix)}

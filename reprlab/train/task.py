@@ -31,8 +31,9 @@ from reprlab.train.loop import _load_checkpoint, batch_split_error, fit
 from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
 
 
-def config_hash(cfg: Config) -> str:
-    d = flatten(to_dict(cfg))
+def config_hash(cfg: Config | dict) -> str:
+    """The 8 hex digits a run's default name ends with; ``cfg`` may be a recorded config (a dict)."""
+    d = flatten(cfg if isinstance(cfg, dict) else to_dict(cfg))
     for k in VOLATILE_KEYS:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
