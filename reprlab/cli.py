@@ -45,7 +45,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         p = sub.add_parser(name, help=mods[name].HELP, description=mods[name].HELP)
         p.add_argument("--data-root", default=argparse.SUPPRESS, help="folder holding the datasets (default: $REPRLAB_DATA, else ./data)")
         mods[name].add_arguments(p)
+    parser.set_defaults(_subparsers=sub.choices)
     return parser, mods
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, with ``key=value`` overrides and options mixed in any order.
+
+    argparse gives a ``nargs="*"`` positional the first run of words only (``pretrain a=1
+    --config X b=2`` leaves ``b=2`` over); every word left over that is an override joins the
+    command's overrides in command-line order. Anything else left over is an error with the
+    sub-command's usage, not the top-level one."""
+    args, extra = parser.parse_known_args(argv)
+    sub = parser.get_default("_subparsers").get(getattr(args, "command", None))
+    if extra and sub is not None and isinstance(getattr(args, "overrides", None), list) and all("=" in w and not w.startswith("-") for w in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 @functools.cache
@@ -58,7 +75,7 @@ def resolve_argv(argv: list[str]):
     command would record it (``run_config`` of the command module, as for ``--print-config``)."""
     parser, mods = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_args(parser, argv)
     except SystemExit:
         raise ReprlabError(f"command line does not parse: reprlab {' '.join(argv)}") from None
     return mods[args.command].run_config(args)[0]
@@ -84,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser, mods = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not args.command:
         parser.print_help()
         return 2

@@ -25,8 +25,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reprlab.augment.configs import MixConfig, ViewConfig  # dataclasses only: the config loads without torch
+from reprlab.augment.configs import MixConfig, ViewConfig, ViewRules  # dataclasses only: the config loads without torch
 from reprlab.errors import ReprlabError
+from reprlab.io import folder_name_problem
 from reprlab.registry import METHOD_CONFIGS, METHODS
 from reprlab.schedules import SHAPES, ScalarSchedule, Scheduled, all_values
 
@@ -112,6 +113,11 @@ class MethodConfig:
     def default_views(cls) -> dict[str, ViewConfig]:
         """The method's view pipelines by name (``[views.NAME]``); none for supervised methods."""
         return {}
+
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        """The crop count it can use from each view (checked on load; `reprlab config views`)."""
+        return ViewRules(counts={})
 
 
 @dataclass
@@ -278,6 +284,8 @@ def _merge(obj: Any, data: dict, prefix: str, source: str) -> None:
                 raise ReprlabError(f"config key {full!r} ({source}) is a section; set its fields, e.g. {full}.{dataclasses.fields(current)[0].name}=...")
             _merge(current, value, f"{full}.", source)
         else:
+            if isinstance(value, bool) and full in SWITCHES:
+                value = "on" if value else "off"  # train.sync_bn=true is train.sync_bn="on"
             setattr(obj, key, _coerce(value, hints[key], full, source, current))
 
 
@@ -376,7 +384,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str, current: Any) -> Any:
     if tp in (int, float) and (isinstance(value, bool) or not isinstance(value, tp)):
         raise ReprlabError(f"config key {key!r} ({source}): expected {tp.__name__}, got {value!r}")
     if tp is str and not isinstance(value, str):
-        raise ReprlabError(f"config key {key!r} ({source}): expected a string, got {value!r}")
+        expected = f"one of {', '.join(CHOICES[key])}" if key in CHOICES else "a string"
+        raise ReprlabError(f"config key {key!r} ({source}): expected {expected}, got {value!r}")
     return value
 
 
@@ -395,6 +404,8 @@ CHOICES = {
     "data.labels": ("fine", "coarse"),
 }
 
+#: keys of CHOICES with on/off values, which also take a boolean (true = "on")
+SWITCHES = ("train.sync_bn",)
 
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
@@ -404,6 +415,8 @@ def validate(cfg: Config) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ReprlabError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
+    if cfg.run.name and (why := folder_name_problem(cfg.run.name)):  # one folder under run.out_dir, where studies and reports look
+        raise ReprlabError(f"config key 'run.name': {cfg.run.name!r} is not a folder name ({why}); expected one like simclr-s0, or empty for one derived from the config")
     positive = ["train.epochs", "train.batch_size", "train.eval_batch_size", "train.log_every_steps", "data.resolution"]
     for key in positive:
         if get_key(cfg, key) <= 0:
@@ -430,6 +443,7 @@ def validate(cfg: Config) -> None:
             v.validate()
         except ReprlabError as e:
             raise ReprlabError(f"views.{name}: {e}") from None
+    type(cfg.method).view_rules().check(cfg.method.name, cfg.views)  # a crop count the method cannot use would change its objective
     cfg.method.validate()
     cfg.aug.mix.validate()
     if cfg.model.kwargs:

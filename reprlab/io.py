@@ -194,6 +194,34 @@ def atomic_copy(src: str | Path, dst: str | Path) -> None:
 # ============================================================================================
 
 
+#: what a folder name may not hold, and why (a run name is one folder under run.out_dir)
+_NOT_A_NAME = {"it holds a path separator": lambda n: "/" in n or "\\" in n, "'.' and '..' are other folders": lambda n: n in (".", ".."),
+               "a leading '.' hides the folder": lambda n: n.startswith("."), "leading or trailing white space": lambda n: n.strip() != n,
+               "it holds a control character": lambda n: any(ord(c) < 32 or ord(c) == 127 for c in n), "it is empty": lambda n: not n}
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the name of one folder inside another (None: it can)."""
+    return next((why for why, bad in _NOT_A_NAME.items() if bad(name)), None)
+
+
+_ZIP, _PICKLE = b"PK\x03\x04", b"\x80"  # how a torch.save file begins: zip archive | pickle protocol 2+
+
+
+def _what_bytes(head: bytes) -> str:
+    """What the first bytes of a file say it is, in a few words."""
+    if not head:
+        return "nothing: it is empty"
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x1f\x8b", "gzip data"), (b"PK", "a zip archive of another kind")):
+        if head.startswith(magic):
+            return kind
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"binary data beginning {head[:8].hex(' ')}"
+    return f"text beginning {text[:24]!r}"
+
+
 def load_torch(path: str | Path, what: str = "file", hint: str = "", **kwargs: Any) -> Any:
     """``torch.load(path, **kwargs)``; an unreadable file is a one-line ReprlabError naming it.
 
@@ -203,7 +231,15 @@ def load_torch(path: str | Path, what: str = "file", hint: str = "", **kwargs: A
     import torch
 
     try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if not head.startswith((_ZIP, _PICKLE)):  # torch.save writes a zip archive (a pickle before torch 1.6)
+            raise ReprlabError(f"{what} {path} is not a file written by torch.save (it holds {_what_bytes(head)}){hint}")
+        if not head.startswith(_ZIP):
+            kwargs.pop("mmap", None)  # only the zip format maps; an old pickle file is read whole
         return torch.load(path, **kwargs)
+    except ReprlabError:
+        raise
     except Exception as e:  # noqa: BLE001 - any unreadable file becomes a message naming it
         if isinstance(e, OSError) and e.errno in CAUSES:
             raise os_error(e, path, "read") from None

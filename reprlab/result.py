@@ -87,7 +87,19 @@ WRITTEN_LOOP = (  # a run through the loop, besides WRITTEN_COMPLETE ("test" too
     "wall_time_s", "segments", "train_dataset",
 )
 WRITTEN_CACHED_PROBE = ("l2_sweep", "l2", "feature_dim", "feature_seconds", "fit_seconds", "resolution", "frozen_verified")
+#: the training budget against the recipe's (:data:`BUDGET_KEYS`), written by every complete run
+WRITTEN_BUDGET = ("budget",)
 WRITTEN_FAILED = ("run", "status", "task", "protocol", "group", "seed", "error", "error_type", "failed_at", "last_checkpoint_step", "config")
+
+
+#: result.json's ``budget``: what the run trained against the recipe it was started from (the
+#: config file of ``--config`` or the command's default recipe, before command-line overrides),
+#: so that a report can say "4 of 1000 epochs". ``epochs``/``steps``: done (null for the cached
+#: probe, which trains no epochs); ``recipe``: the file (null: no config file);
+#: ``recipe_epochs``/``recipe_steps``: its ``train.epochs`` and ``train.max_steps`` (null: not
+#: set); ``backbone``: the budget block of the run that made the backbone (a probe of a
+#: 4-epoch backbone is a toy too), null for a run without a backbone or with an unknown one.
+BUDGET_KEYS = ("epochs", "steps", "recipe", "recipe_epochs", "recipe_steps", "backbone")
 
 
 def is_number(value: Any) -> bool:
@@ -108,6 +120,19 @@ def _metric_block(key: str, block: Any) -> list[str]:
     if not isinstance(block, dict):
         return [f"key '{key}' must be an object like {{\"acc1\": 41.2}}, got {short(block)}"]
     return [f"key '{key}.{name}' must be a number or null, got {short(value)}" for name, value in block.items() if value is not None and not is_number(value)]
+
+
+def _budget_block(key: str, block: Any) -> list[str]:
+    """Problems of a ``budget`` block (see :data:`BUDGET_KEYS`) and of its backbone's, nested."""
+    if block is None:
+        return []
+    if not isinstance(block, dict):
+        return [f"key '{key}' must be an object like {{\"epochs\": 4, \"recipe_epochs\": 1000}}, got {short(block)}"]
+    problems = [f"key '{key}.{k}' must be a number or null, got {short(block[k])}"
+                for k in ("epochs", "steps", "recipe_epochs", "recipe_steps") if block.get(k) is not None and not is_number(block[k])]
+    if block.get("recipe") is not None and not isinstance(block["recipe"], str):
+        problems.append(f"key '{key}.recipe' must be a string or null, got {short(block['recipe'])}")
+    return problems + _budget_block(f"{key}.backbone", block.get("backbone"))
 
 
 def validate(data: Any) -> list[str]:
@@ -163,6 +188,7 @@ def validate(data: Any) -> list[str]:
             continue
         for split in ("val", "test"):
             problems += _metric_block(f"{key}.{split}", ckpt.get(split))
+    problems += _budget_block("budget", data.get("budget"))
     sweep_params = data.get("sweep_params")
     if sweep_params is not None and not isinstance(sweep_params, dict):
         problems.append(f"key 'sweep_params' must be an object or null, got {short(sweep_params)}")
@@ -174,7 +200,7 @@ def written_fields(data: dict) -> tuple[str, ...]:
     if data.get("status") == "failed":
         return WRITTEN_FAILED
     cached = data.get("protocol") == TASK_KINDS["probe"].protocol
-    return WRITTEN_COMPLETE + (WRITTEN_CACHED_PROBE if cached else WRITTEN_LOOP)
+    return WRITTEN_COMPLETE + WRITTEN_BUDGET + (WRITTEN_CACHED_PROBE if cached else WRITTEN_LOOP)
 
 
 def result_key(metric: str) -> str:

@@ -3,6 +3,11 @@
 Real-data tests (``@pytest.mark.realdata``) read the archives under the data root given by
 ``$REPRLAB_DATA``. Without them they skip with a reason; with ``REPRLAB_REQUIRE_REALDATA=1``
 (set by ``.ci/run``) a missing dataset, or any skipped realdata test, is a failure.
+
+Tests of real services (``@pytest.mark.slurm``: a SLURM cluster; ``@pytest.mark.services``: a
+PostgreSQL, :mod:`helpers_postgres`; ``.ci/run`` starts both) skip
+with the reason when the service is absent; with ``REPRLAB_REQUIRE_SERVICES=1`` (set by
+``.ci/run``) such a skip is a failure (:mod:`helpers_services`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 
 REQUIRE = os.environ.get("REPRLAB_REQUIRE_REALDATA") == "1"
 REQUIRE_SERVICES = os.environ.get("REPRLAB_REQUIRE_SERVICES") == "1"
+SERVICE_MARKERS = ("slurm", "services")  # services: PostgreSQL (tests/helpers_postgres.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,9 +36,9 @@ def pytest_runtest_makereport(item, call):
     if REQUIRE and report.skipped and item.get_closest_marker("realdata"):
         report.outcome = "failed"
         report.longrepr = f"realdata test skipped while REPRLAB_REQUIRE_REALDATA=1: {report.longrepr}"
-    if REQUIRE_SERVICES and report.skipped and item.get_closest_marker("services"):
+    if REQUIRE_SERVICES and report.skipped and any(item.get_closest_marker(m) for m in SERVICE_MARKERS):
         report.outcome = "failed"
-        report.longrepr = f"services test skipped while REPRLAB_REQUIRE_SERVICES=1: {report.longrepr}"
+        report.longrepr = f"service test skipped while REPRLAB_REQUIRE_SERVICES=1: {report.longrepr}"
 
 
 def _need(archive: str) -> Path:

@@ -260,3 +260,66 @@ def make_ssl_runs(
                 make_run(root, name, group, seed, acc + 1.0, acc, task=task, curves=False, protocol=protocol, backbone_source=source, method=method, **result)
             )
     return runs
+
+
+# ------------------------------------------------------------------------------------------
+# A toy-budget study shaped like `reprlab study run quick` (result.json's "budget")
+# ------------------------------------------------------------------------------------------
+
+
+def budget(epochs: float | None, recipe: str | None, recipe_epochs: int | None, steps: int | None = None, backbone: dict | None = None) -> dict[str, Any]:
+    """A result.json ``budget`` block (reprlab.result.BUDGET_KEYS)."""
+    return {"epochs": epochs, "steps": steps, "recipe": recipe, "recipe_epochs": recipe_epochs, "recipe_steps": None, "backbone": backbone}
+
+
+def add_online_probe(run_dir: Path, final: float) -> list[float]:
+    """Add ``online/val_acc1`` to every kNN evaluation line of ``run_dir/metrics.jsonl`` (rising to
+    ``final``), as the online linear probe logs it; returns the values written, in order."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    evals = [l for l in lines if "knn/acc1" in l]
+    values = [round(final * (i + 1) / len(evals), 6) for i in range(len(evals))]
+    for line, value in zip(evals, values):
+        line["online/val_acc1"] = value
+    path.write_text("".join(json.dumps(l) + "\n" for l in lines), encoding="utf-8")
+    return values
+
+
+def make_quick_like_study(root: Path, online: bool = True) -> dict[str, Path]:
+    """The quick study's shape at its toy budget: SimCLR and BYOL pretrained 4 of their recipes'
+    500 / 1000 epochs (kNN curves, and the online probe's with ``online``), their cached probes
+    (BYOL's below random init), a random-init probe, a 2-epoch fine-tune, and a CNN and a ViT
+    trained 2 of 200 epochs; plus a scratch run at its full recipe budget. Returns run dirs by name."""
+    root = Path(root)
+    out: dict[str, Path] = {}
+    common = {"dataset": "cifar100", "model": "resnet18"}
+    pre_budget = {}
+    labels = {"simclr": "SimCLR", "byol": "BYOL"}
+    for name, method, recipe_epochs, knn in (("simclr", "simclr", 500, 14.0), ("byol", "byol", 1000, 12.0)):
+        recipe = f"configs/pretrain/{method}_cifar100.toml"
+        pre_budget[name] = budget(4, recipe, recipe_epochs, steps=140)
+        out[name] = make_run(root, f"{name}-s0", f"{labels[name]} pretraining (w16)", 0, knn, None, task="pretrain", epochs=4, protocol="pretrain",
+                             backbone_source=method, method=method, fraction=0.2, budget=pre_budget[name], **common)
+        write_result(out[name], {**json.loads((out[name] / "result.json").read_text()), "val": {"knn_acc1": knn}})  # as a pretraining run names it
+        if online:
+            add_online_probe(out[name], knn + 3.0)
+    for name, acc in (("simclr", 15.2), ("byol", 12.9)):
+        bb = {"method": name, "dataset": "cifar100", "fraction": 0.2, "pretrain_epochs": 4, "checkpoint": str(root / f"{name}-s0" / "checkpoints" / "last.pt")}
+        out[f"probe-{name}"] = make_run(root, f"probe-{name}-s0", f"{labels[name]} / linear", 0, acc + 0.4, acc, curves=False, protocol="linear-cached",
+                                        backbone_source=name, method=name, fraction=0.2, backbone=bb, budget=budget(None, None, None, backbone=pre_budget[name]),
+                                        **common)
+    out["probe-random"] = make_run(root, "probe-random-s0", "random init / linear", 0, 14.9, 14.7, curves=False, protocol="linear-cached",
+                                   backbone_source="random-init", method="none", budget=budget(None, None, None), **common)
+    bb = {"method": "simclr", "dataset": "cifar100", "fraction": 0.2, "pretrain_epochs": 4, "checkpoint": str(root / "simclr-s0" / "checkpoints" / "last.pt")}
+    out["finetune-simclr"] = make_run(root, "finetune-simclr-s0", "SimCLR / full fine-tune", 0, 19.0, 18.4, task="finetune", epochs=2, curves=False,
+                                      protocol="finetune-full", backbone_source="simclr", method="simclr", fraction=0.2, backbone=bb,
+                                      budget=budget(2, "configs/finetune/resnet18.toml", 30, steps=70, backbone=pre_budget["simclr"]), **common)
+    out["scratch"] = make_run(root, "scratch-s0", "scratch", 0, 16.5, 16.1, task="train", epochs=2, protocol="scratch", backbone_source="scratch",
+                              method="supervised", budget=budget(2, "configs/supervised/resnet18_scratch.toml", 200, steps=70), **common)
+    for name, model, acc, params in (("cnn", "resnet18", 17.3, 713_076), ("vit", "vit", 13.1, 718_020)):
+        family = "cnn" if model == "resnet18" else "vit"
+        out[name] = make_run(root, f"{name}-s0", f"{'ResNet-18 w16 (CNN)' if family == 'cnn' else 'ViT 9x80 (ViT)'}", 0, acc + 0.5, acc, task="train", epochs=2,
+                             curves=False, protocol="scratch", backbone_source="scratch", method="supervised", family=family, params=params,
+                             flops_per_image=3.0e7, throughput_img_s=900.0, dataset="cifar100", model=model,
+                             budget=budget(2, f"configs/cnn_vs_vit/{'resnet18' if family == 'cnn' else 'vit'}.toml", 200, steps=70))
+    return out

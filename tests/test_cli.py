@@ -72,3 +72,29 @@ def test_data_root_flag_lasts_one_call(tmp_path, monkeypatch, capsys):
     main(["--data-root", str(tmp_path / "flag-root"), "data", "info", "no-such-dataset"])
     capsys.readouterr()
     assert paths.data_root() == (tmp_path / "env-root", f"${paths.ENV_DATA}")
+
+
+def test_overrides_and_options_mix_in_any_order_and_the_last_override_wins(capsys):
+    import tomllib
+
+    argv = ["pretrain", "train.max_steps=1", "--config", "configs/pretrain/byol_cifar100.toml", 'run.name="foo"', "--print-config", "train.max_steps=3"]
+    assert main(argv) == 0
+    cfg = tomllib.loads(capsys.readouterr().out)
+    assert cfg["method"]["name"] == "byol" and cfg["run"]["name"] == "foo" and cfg["train"]["max_steps"] == 3
+
+
+def test_a_word_that_is_neither_option_nor_override_is_refused_with_the_subcommand_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "train.max_steps=1", "--config", "configs/pretrain/byol_cifar100.toml", "--bogus", "run.name=foo"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: reprlab pretrain" in err and "reprlab pretrain: error: unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".", ".hidden", "x\\\\y", " x", "x\\ty"])
+def test_a_run_name_is_one_folder_name_and_nothing_is_written_outside_out_dir(tmp_path, capsys, name):
+    out = tmp_path / "runs"
+    code = main(["--data-root", str(tmp_path / "none"), "train", "data.download=false", f'run.out_dir="{out}"', f'run.name="{name}"',
+                 f'data.cache_dir="{tmp_path}/c"'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("reprlab: error: config key 'run.name': ") and "is not a folder name" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no run directory, inside out_dir or next to it

@@ -127,10 +127,10 @@ def test_the_last_layer_naming_the_method_wins(tmp_path):
 def test_flat_view_keys_set_every_view_and_named_ones_one(tmp_path):
     f = tmp_path / "v.toml"
     f.write_text('[method]\nname = "byol"\n[views]\nhue = 0.05\n[views.view2]\nsolarize_prob = 0.5\n')
-    cfg = load_config(f, ["views.view1.size=24"])
+    cfg = load_config(f, ["views.view1.flip_prob=0.25"])
     assert cfg.views["view1"].hue == cfg.views["view2"].hue == 0.05
     assert cfg.views["view1"].solarize_prob == 0.0 and cfg.views["view2"].solarize_prob == 0.5
-    assert cfg.views["view1"].size == 24 and cfg.views["view2"].size == 32
+    assert cfg.views["view1"].flip_prob == 0.25 and cfg.views["view2"].flip_prob == 0.5
     with pytest.raises(ReprlabError, match=r"'views.veiw2'.*did you mean 'views.view2'"):
         load_config(f, ["views.veiw2.size=3"])
     with pytest.raises(ReprlabError, match=r"views.view1: view config: count must be an integer >= 0"):
@@ -188,8 +188,41 @@ def test_config_command_sections_methods_and_unknown_prefixes(capsys):
     assert main(["config", "method", "--method", "byol"]) == 0
     out = capsys.readouterr().out
     assert "method.pred_hidden_dim" in out and "method.momentum" in out and "start = 0.99" in out
-    assert main(["config", "views", "--method", "byol"]) == 0
+    assert main(["config", "views.view2", "--method", "byol"]) == 0
     assert "views.view2.solarize_prob" in capsys.readouterr().out
     assert main(["config", "optimizer"]) == 2
     err = capsys.readouterr().err.strip()
     assert "'optimizer'" in err and "did you mean 'optim'" in err and "\n" not in err
+
+
+def test_config_views_prints_every_method_s_views_and_the_crop_counts_it_accepts(capsys):
+    from reprlab.cli import main
+    from reprlab.registry import METHOD_CONFIGS
+
+    assert main(["config", "views"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}:\n" in out for name in METHOD_CONFIGS.names())  # every registered method, from the registry
+    assert "views.view2.count  accepts 1 " in out and "views.local.count    accepts 0 or more  (default 4; size 16 px)" in out
+    assert main(["config", "views", "--method", "swav"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("swav:\n  views.view.count  accepts 2 or more  (default 2; size 32 px)") and "byol" not in out
+    # `config method --method NAME` ends with the method's views (the README says so)
+    assert main(["config", "method", "--method", "dino"]) == 0
+    out = capsys.readouterr().out
+    assert "method.out_dim" in out and "views of dino:" in out and "views.global1.count  accepts 1" in out
+
+
+def test_pretrain_help_names_every_registered_method():
+    from reprlab.commands import pretrain
+    from reprlab.registry import METHOD_CONFIGS
+
+    assert all(name in pretrain.HELP for name in METHOD_CONFIGS.names())
+
+
+def test_an_on_off_key_takes_a_boolean_and_a_wrong_type_names_the_accepted_values():
+    assert load_config(None, ["train.sync_bn=true"]).train.sync_bn == "on"
+    assert load_config(None, ["train.sync_bn=false"]).train.sync_bn == "off"
+    with pytest.raises(ReprlabError, match=r"config key 'train.sync_bn' \(command line\): expected one of auto, on, off, got 1$"):
+        load_config(None, ["train.sync_bn=1"])
+    with pytest.raises(ReprlabError, match=r"config key 'train.precision' \(command line\): expected one of auto, fp32, bf16, fp16, got 16"):
+        load_config(None, ["train.precision=16"])

@@ -128,9 +128,28 @@ def test_lock_files_are_0644_and_exclusive(tmp_path):
 
 def test_load_torch_names_an_unreadable_file(tmp_path):
     bad = tmp_path / "last.pt"
-    bad.write_bytes(b"not a checkpoint")
+    bad.write_bytes(b"PK\x03\x04 a truncated zip archive")
     with pytest.raises(ReprlabError, match=r"^checkpoint .*last\.pt cannot be read \(.*\); delete it$"):
         rio.load_torch(bad, "checkpoint", "; delete it", weights_only=False)
+
+
+@pytest.mark.parametrize("content, what", [(b"not a checkpoint", "text beginning 'not a checkpoint'"), (b"", "nothing: it is empty"),
+                                           (b"\x89PNG\r\n\x1a\n", "a PNG image"), (bytes([0, 1, 2, 255]), "binary data beginning 00 01 02 ff")])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_load_torch_says_what_a_file_not_written_by_torch_save_holds(tmp_path, content, what, mmap):
+    """Not torch's "mmap can only be used with files saved with ..." or a pickle's `KeyError: 101`."""
+    bad = tmp_path / "w.pth"
+    bad.write_bytes(content)
+    with pytest.raises(ReprlabError) as e:
+        rio.load_torch(bad, "weights file", "; expected a state dict", weights_only=True, **({"mmap": True} if mmap else {}))
+    assert str(e.value) == f"weights file {bad} is not a file written by torch.save (it holds {what}); expected a state dict"
+
+
+def test_load_torch_reads_a_file_of_torch_s_old_format_even_when_asked_to_map_it(tmp_path):
+    import torch
+
+    torch.save({"a": 1}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    assert rio.load_torch(tmp_path / "old.pt", weights_only=True, mmap=True) == {"a": 1}
 
 
 def test_one_set_of_write_helpers_one_torch_load_wrapper_and_one_lock():

@@ -102,3 +102,13 @@ def test_the_schema_and_the_run_directory_readers_import_without_torch():
     code = "import sys, reprlab.result, reprlab.train.rundir, reprlab.studies.results; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_budget_block_is_checked_down_its_backbone_chain():
+    pre = {"epochs": 4, "steps": 140, "recipe": "configs/pretrain/byol_cifar100.toml", "recipe_epochs": 1000, "recipe_steps": None, "backbone": None}
+    assert schema.validate({**OLD, "budget": {**pre, "epochs": None, "steps": None, "recipe": None, "backbone": pre}}) == []
+    assert schema.validate({**OLD, "budget": 4}) == ["key 'budget' must be an object like {\"epochs\": 4, \"recipe_epochs\": 1000}, got 4"]
+    assert schema.validate({**OLD, "budget": {**pre, "recipe_epochs": "1000"}}) == ["key 'budget.recipe_epochs' must be a number or null, got '1000'"]
+    assert schema.validate({**OLD, "budget": {**pre, "backbone": {**pre, "recipe": 3}}}) == ["key 'budget.backbone.recipe' must be a string or null, got 3"]
+    assert "budget" in schema.written_fields({"status": "complete", "protocol": "linear-cached"})
+    assert "budget" in schema.written_fields({"status": "complete", "protocol": "scratch"})

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from reprlab.errors import ReprlabError
 
-__all__ = ["MixConfig", "ViewConfig", "blur_kernel_size"]
+__all__ = ["CropCount", "MixConfig", "ViewConfig", "ViewRules", "blur_kernel_size"]
 
 
 @dataclass
@@ -153,3 +153,76 @@ class MixConfig:
             raise ReprlabError(
                 f"mix.per_sample={self.per_sample!r} is invalid; expected true or false"
             )
+
+
+# --------------------------------------------------------------------------------------------
+# What a method accepts from its views (declared by its [method] dataclass: no torch)
+
+
+@dataclass(frozen=True)
+class CropCount:
+    """How many crops a view may give per image: ``min`` to ``max`` (None: no upper bound)."""
+
+    min: int
+    max: int | None
+
+    def accepts(self, n: int) -> bool:
+        return self.min <= n and (self.max is None or n <= self.max)
+
+    def __str__(self) -> str:
+        if self.max == self.min:
+            return str(self.min)
+        return f"{self.min} or more" if self.max is None else f"{self.min} to {self.max}"
+
+
+@dataclass(frozen=True)
+class ViewRules:
+    """The views a method accepts and the crops it can use from each: its ``[method]``
+    dataclass declares them (``view_rules()``), the config is checked against them on load and
+    ``reprlab config views`` prints them.
+
+    ``same_size``: views whose crops must all have one side length (crops that are concatenated
+    into one batch); ``smaller``: views whose crops must be smaller than those (DINO's local
+    crops, which the teacher never sees); ``why``: what the method does with its crops, in one
+    line, quoted in the error."""
+
+    counts: dict[str, CropCount]
+    same_size: tuple[str, ...] = ()
+    smaller: tuple[str, ...] = ()
+    why: str = ""
+
+    def check(self, method: str, views: dict[str, ViewConfig]) -> None:
+        """Raise the one-line error naming the first view key the method cannot use."""
+        why = f" ({self.why})" if self.why else ""
+        for name, view in views.items():
+            if name not in self.counts:  # a method's default views and its rules disagree: a bug of the method
+                raise ReprlabError(f"method {method!r} declares no crop count for its view {name!r} (methods/configs.py: view_rules)")
+            need = self.counts[name]
+            if not need.accepts(view.count):
+                exactly = "exactly " if need.min == need.max else ""
+                crops = "crop" if need.min == need.max == 1 else "crops"
+                raise ReprlabError(f"config key 'views.{name}.count' = {view.count!r}: method {method!r} needs {exactly}{need} {crops} from view {name!r}{why}")
+        used = [n for n in self.same_size if n in views and views[n].count > 0]
+        for name in used[1:]:
+            if views[name].size != views[used[0]].size:
+                raise ReprlabError(f"config key 'views.{name}.size' = {views[name].size!r}: method {method!r} needs one crop size for views "
+                                   f"{', '.join(self.same_size)} (views.{used[0]}.size = {views[used[0]].size!r}){why}")
+        for name in self.smaller:
+            if used and name in views and views[name].count > 0 and views[name].size >= views[used[0]].size:
+                raise ReprlabError(f"config key 'views.{name}.size' = {views[name].size!r}: method {method!r} needs the crops of view {name!r} "
+                                   f"smaller than those of {', '.join(self.same_size)} ({views[used[0]].size} px){why}")
+
+    def describe(self, views: dict[str, ViewConfig]) -> list[str]:
+        """One line per view (its default crops and what the method accepts), then the size
+        rules and ``why``: what ``reprlab config views`` prints for a method."""
+        if not views:
+            return ["no views (its augmentation is [aug]: crop, flip, RandAugment, erasing, CutMix/Mixup)"]
+        width = max(len(n) for n in views)
+        lines = [f"{'views.' + n + '.count':<{width + 12}}  accepts {str(self.counts.get(n, '?')):<10} (default {v.count}; size {v.size} px)" for n, v in views.items()]
+        if len(self.same_size) > 1:
+            lines.append(f"one crop size for views {', '.join(self.same_size)}")
+        if self.smaller:
+            lines.append(f"crops of view {', '.join(self.smaller)} smaller than those of {', '.join(self.same_size)}")
+        if self.why:
+            lines.append(f"why: {self.why}")
+        return lines

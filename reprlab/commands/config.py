@@ -2,21 +2,29 @@
 
 ``reprlab config`` lists the keys of a supervised run; ``--method NAME`` those of a method
 (its ``[method]`` fields and its views); a prefix narrows the list to a section or key
-(``reprlab config optim``, ``reprlab config method --method byol``).
+(``reprlab config optim``, ``reprlab config views.local --method dino``). ``reprlab config method
+--method NAME`` ends with the method's views; ``reprlab config views`` prints the views every
+method accepts and the crop counts it can use from each (``--method NAME``: one method), from
+the declarations in ``reprlab/methods/configs.py`` (``view_rules``). ``reprlab config published``
+lists the published numbers the report sets ours beside.
 """
 
 from __future__ import annotations
 
-from reprlab.config import default_config, describe
+from reprlab.config import default_config, describe, method_config_class
 from reprlab.errors import ReprlabError
+from reprlab.registry import METHOD_CONFIGS
 
 NAME = "config"
-HELP = "list every config key with its default and meaning"
+HELP = "list every config key with its default and meaning (`config views`: the views and crop counts each method accepts)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("prefix", nargs="?", default="", help="only this section or key (e.g. optim, method, views.local)")
-    p.add_argument("--method", default="supervised", help="show the [method] fields and views of this method (e.g. byol, dino)")
+    p.add_argument("prefix", nargs="?", default="", help="only this section or key (e.g. optim, method, views.local); "
+                   "`views`: each method's accepted views and crop counts; "
+                   "`published`: the published numbers the report compares with")
+    p.add_argument("--method", default=None, help=f"show the [method] fields and views of this method ({', '.join(METHOD_CONFIGS.names())}; "
+                   "default: supervised, for `views`: every method)")
 
 
 def _fmt(value) -> str:
@@ -45,9 +53,39 @@ def select(rows: list[tuple], prefix: str) -> list[tuple]:
     return out
 
 
+def published() -> int:
+    """``reprlab config published``: the table of :mod:`reprlab.report.published`, one row each."""
+    from reprlab.report.published import PUBLISHED
+
+    rows = [(r.method, r.dataset, r.backbone + (f" ({r.note})" if r.note else ""), str(r.epochs), r.protocol, f"{r.top1:.2f}", r.url) for r in PUBLISHED]
+    header = ("method", "dataset", "backbone", "epochs", "protocol", "top-1", "source")
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(f"{x:<{w}}" for x, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def view_lines(method: str) -> list[str]:
+    """What ``reprlab config views --method METHOD`` prints: the method's views, the crop count
+    it accepts from each (its default), the size rules and why."""
+    cls = method_config_class(method)
+    return [f"{method}:", *(f"  {line}" for line in cls.view_rules().describe(cls.default_views()))]
+
+
 def run(args) -> int:
-    rows = select(describe(default_config(args.method)), args.prefix)
+    if args.prefix == "published":
+        return published()
+    if args.prefix.rstrip(".") == "views":
+        names = METHOD_CONFIGS.names() if args.method in (None, "all") else [args.method]
+        for name in names:
+            print("\n".join(view_lines(name)))
+        print("(each view's fields: reprlab config views.NAME --method METHOD)")
+        return 0
+    method = args.method or "supervised"
+    rows = select(describe(default_config(method)), args.prefix)
     width = max(len(r[0]) for r in rows)
     for key, default, comment in rows:
         print(f"{key:<{width}}  {_fmt(default):<24}  # {comment}")
+    if args.prefix.rstrip(".") == "method":  # a method's keys end with its views (`config views` prints all of them)
+        print("\n".join(["views of " + view_lines(method)[0], *view_lines(method)[1:]]))
     return 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from reprlab.commands._common import add_run_arguments, execute_task, task_config
+from reprlab.registry import METHOD_CONFIGS
 
 NAME = "pretrain"
-HELP = "pretrain a backbone with a registered method (simclr, supervised) on a chosen dataset"
+HELP = f"pretrain a backbone with a registered method ({', '.join(METHOD_CONFIGS.names())}) on a chosen dataset"
 DATA_PARALLEL = True  # under torchrun the command joins the process group (reprlab.distributed)
 
 

@@ -1,7 +1,7 @@
 """``reprlab study``: run a whole experiment (a DAG of runs and sweeps) from one study file.
 
 ``reprlab study run NAME|FILE [--workers N] [--only PATTERN] [--dry-run] [--rerun] [--out DIR]
-[--storage URL]``, ``reprlab study status NAME|FILE`` (the state of every run: complete, stale,
+[--storage URL] [--executor local|slurm [--partition P] [--max-jobs N] ...]``, ``reprlab study status NAME|FILE`` (the state of every run: complete, stale,
 to resume, new) and ``reprlab study list`` (the built-in studies with their description and
 GPU-hour estimate).
 The file format is documented in :mod:`reprlab.studies.spec`, the runner in :mod:`reprlab.studies.runner`.
@@ -10,6 +10,8 @@ The file format is documented in :mod:`reprlab.studies.spec`, the runner in :mod
 from __future__ import annotations
 
 import argparse
+
+from reprlab.commands._common import add_executor_arguments, local_only, slurm_executor
 
 NAME = "study"
 HELP = "run a study (runs and sweeps in dependency order; skips complete runs, resumes interrupted ones)"
@@ -29,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: [study] storage, else sqlite:///<out>/<sweep>/optuna.db)")
     r.add_argument("--methods", metavar="M,M|all", help="the study's self-supervised methods (its \"{methods}\" axis), e.g. simclr,byol or all (default: [study] methods)")
     r.add_argument("--data-root", default=argparse.SUPPRESS, help="folder holding the datasets (passed to every run)")
+    add_executor_arguments(r)
     st = sub.add_parser("status", help="the state of every run of a study (complete, stale, to resume, new)",
                         description="One line per expanded run: complete (with its accuracy), stale (recorded config differs), to resume, new. Starts nothing.")
     st.add_argument("study", metavar="NAME|FILE", help="a built-in study name or a study TOML file")
@@ -39,8 +42,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.add_parser("list", help="list the built-in studies", description="List the built-in studies with their description and estimated GPU-hours.")
 
 
+def method_list(text: str | None) -> list[str] | None:
+    """``--methods M,M|all`` as a list; None when not given. An empty list or name is refused,
+    never read as "not given"."""
+    if text is None:
+        return None
+    names = [m.strip() for m in text.split(",")]
+    if not all(names):
+        from reprlab.errors import ReprlabError
+
+        raise ReprlabError(f"--methods {text!r}: expected method names separated by commas (e.g. simclr,byol) or all")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     from reprlab.cli import resolve_argv
+    from reprlab.errors import ReprlabError
     from reprlab.studies import runner, spec
 
     if args.study_command == "list":
@@ -50,12 +67,22 @@ def run(args: argparse.Namespace) -> int:
             hours = f"{r['gpu_hours']:g} GPU-h" if r["gpu_hours"] is not None else "? GPU-h"
             print(f"{r['name']:<{width}}  {hours:>12}  {r['description']}")
         return 0
+    if args.study_command == "run":
+        runner.check_parallelism(args.workers, args.gpus_per_run)  # the dry run refuses what the run would
     path = spec.find_study(args.study)
-    methods = getattr(args, "methods", None)
-    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=methods.split(",") if methods else None, resolve=resolve_argv)
+    study = spec.load_study(path, out_dir=args.out, storage=args.storage, methods=method_list(args.methods), resolve=resolve_argv)
     if args.study_command == "status":
-        return runner.status(study, args.only)
+        from reprlab.studies.slurm import job_notes
+
+        return runner.status(study, args.only, notes=job_notes(study.out_dir))
     data_root = getattr(args, "data_root", None)
     if args.dry_run:
         return runner.dry_run(study, args.only, data_root, gpus_per_run=args.gpus_per_run)
-    return runner.run_study(study, workers=args.workers, gpus_per_run=args.gpus_per_run, only=args.only, data_root=data_root, rerun=args.rerun)
+    executor = None
+    if args.executor == "slurm":
+        if args.workers != 1:
+            raise ReprlabError("--workers is for --executor local; with --executor slurm, --max-jobs N sets how many runs are in the queue at once")
+        executor = slurm_executor(args, study.out_dir)
+    else:
+        local_only(args)
+    return runner.run_study(study, workers=args.workers, gpus_per_run=args.gpus_per_run, only=args.only, data_root=data_root, rerun=args.rerun, executor=executor)

@@ -11,6 +11,7 @@ from typing import Callable
 
 from reprlab.data.splits import nested_fraction, stratified_split
 from reprlab.data.types import Splits
+from reprlab.errors import ReprlabError
 from reprlab.registry import Registry
 
 #: loaders ``fn(cfg.data) -> Splits``: CIFAR-100 here; the other datasets live in modules of
@@ -22,6 +23,23 @@ DATASETS: Registry[Callable] = Registry("dataset", "reprlab.data", skip=("regist
 def register_dataset(name: str) -> Callable[[Callable], Callable]:
     """Decorator: register a loader ``fn(cfg.data) -> Splits`` under ``name``."""
     return DATASETS.register(name)
+
+
+#: (classes, training images per class) of the datasets whose validation split is carved from
+#: their training split, by (data.dataset, data.labels): what data.val_size may take is known
+#: before any data is read
+CARVED = {("cifar100", "fine"): (100, 500), ("cifar100", "coarse"): (20, 2500)}
+
+
+def check_splits(cfg) -> None:
+    """Refuse a ``data.val_size`` the training split cannot give (every class keeps a training
+    image) before any data is read, so that a run refuses it before it makes its directory."""
+    if (cfg.dataset, cfg.labels) not in CARVED:
+        return
+    classes, per_class = CARVED[cfg.dataset, cfg.labels]
+    if -(-cfg.val_size // classes) >= per_class:
+        raise ReprlabError(f"config key 'data.val_size': {cfg.val_size} would take {-(-cfg.val_size // classes)} of the {per_class} training images "
+                           f"of a class ({cfg.dataset}, {cfg.labels} labels: {classes} classes); expected at most {classes * (per_class - 1)}")
 
 
 def load_splits(cfg) -> Splits:

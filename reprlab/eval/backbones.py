@@ -41,8 +41,7 @@ def backbone_source(bb: Backbone) -> str:
 
 def load_backbone(spec: str, cfg, data_mean, data_std) -> Backbone:
     """``spec``: a checkpoint path, ``imagenet-supervised`` or ``random-init`` (uses cfg.model)."""
-    if not spec:
-        raise ReprlabError("no backbone given: pass --backbone PATH|imagenet-supervised|random-init (or eval.backbone=...)")
+    check_backbone(spec, cfg.eval.weights)
     if spec == "imagenet-supervised":
         weights = cfg.eval.weights or "imagenet"
         model = create_model("resnet18_imagenet", num_classes=0, weights=weights)
@@ -74,7 +73,8 @@ def _read_checkpoint(path: Path) -> Any:
     st = path.stat()
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     if _last_read is None or _last_read[0] != key:
-        _last_read = (key, load_torch(path, "backbone checkpoint", map_location="cpu", weights_only=False, mmap=True))
+        _last_read = (key, load_torch(path, "backbone checkpoint", "; expected a reprlab checkpoint (runs/<name>/checkpoints/last.pt)",
+                                      map_location="cpu", weights_only=False, mmap=True))
     return _last_read[1]
 
 
@@ -95,18 +95,27 @@ def built_architecture(spec: str) -> tuple[str, dict] | None:
     return ckpt["model_name"], dict(ckpt.get("model_kwargs", {}))
 
 
-def record_architecture(cfg) -> None:
+def record_architecture(cfg, name_given: bool = False) -> None:
     """Make ``cfg.model`` say what a run over the backbone ``cfg.eval.backbone`` builds.
 
     A checkpoint carries its architecture (``model_name``, ``model_kwargs``), which wins over
     the config; the resolved config (``config.toml``, ``--print-config``) records the built one,
     so that a fine-tune of a width-8 backbone does not read ``model.kwargs = {}``. Architecture
-    arguments that contradict the checkpoint would silently do nothing: they are refused.
+    arguments that contradict the checkpoint would silently do nothing: they are refused, and so
+    is a ``model.name`` the command line or config file gave (``name_given``) that is not the
+    checkpoint's.
     """
     built = built_architecture(cfg.eval.backbone)
     if built is None:
         return
     name, kwargs = built
+    if name_given and cfg.model.name != name:
+        raise ReprlabError(
+            f"model.name {cfg.model.name!r} contradicts the backbone: {cfg.eval.backbone} is a checkpoint of {name}; "
+            "a backbone's architecture comes from its checkpoint, so drop the model.name override"
+            if cfg.eval.backbone != "imagenet-supervised" else
+            f"model.name {cfg.model.name!r} does not apply to the imagenet-supervised backbone (torchvision's ResNet-18); drop it"
+        )
     if cfg.model.kwargs and dict(cfg.model.kwargs) != kwargs:
         import json
 
@@ -120,8 +129,24 @@ def record_architecture(cfg) -> None:
     cfg.model.kwargs = dict(kwargs)
 
 
-def load_checkpoint_backbone(path: Path) -> Backbone:
-    path = _checkpoint_path(path)
+def check_backbone(spec: str, weights: str = "") -> None:
+    """What :func:`load_backbone` would refuse about its files, checked without building a model,
+    so that a run refuses them before it makes its run directory: a checkpoint that is not
+    there or not a reprlab checkpoint, a ``--weights`` file that is not there."""
+    if not spec:
+        raise ReprlabError("no backbone given: pass --backbone PATH|imagenet-supervised|random-init (or eval.backbone=...)")
+    if spec == "imagenet-supervised":
+        if weights and weights != "imagenet" and not Path(weights).expanduser().is_file():
+            raise ReprlabError(f"ImageNet weights file {Path(weights).expanduser()} not found; expected a torchvision ResNet-18 state dict (.pth)")
+    elif spec and spec != "random-init":
+        read_checkpoint(Path(spec))
+
+
+def read_checkpoint(spec: str | Path) -> tuple[Path, dict]:
+    """(file, content) of the reprlab checkpoint ``spec``: a file, or a run directory, whose
+    ``checkpoints/last.pt`` it means (what ``reprlab probe --backbone RUN`` reads); anything
+    else is a one-line error naming the file."""
+    path = _checkpoint_path(spec)
     if not path.is_file():
         raise ReprlabError(f"backbone checkpoint {path} not found; expected runs/<name>/checkpoints/last.pt, 'imagenet-supervised' or 'random-init'")
     ckpt = _read_checkpoint(path)
@@ -130,6 +155,11 @@ def load_checkpoint_backbone(path: Path) -> Backbone:
     for key in ("method", "model_name", "backbone_prefix"):
         if key not in ckpt:
             raise ReprlabError(f"backbone checkpoint {path}: key {key!r} missing; not a reprlab checkpoint")
+    return path, ckpt
+
+
+def load_checkpoint_backbone(path: Path) -> Backbone:
+    path, ckpt = read_checkpoint(path)
     model = create_model(ckpt["model_name"], num_classes=0, **ckpt.get("model_kwargs", {}))
     prefix = ckpt["backbone_prefix"]
     sd = {k[len(prefix) :]: v for k, v in ckpt["method"].items() if k.startswith(prefix)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from reprlab.augment.configs import ViewConfig
+from reprlab.augment.configs import CropCount, ViewConfig, ViewRules
 from reprlab.config import MethodConfig
 from reprlab.errors import ReprlabError
 from reprlab.registry import METHOD_CONFIGS
@@ -64,6 +64,16 @@ def symmetric_weak_views() -> dict[str, ViewConfig]:
     return {"view": ViewConfig(count=2, blur_prob=0.5, blur_kernel_frac=0.4)}
 
 
+#: why a two-crop method takes exactly two crops of one size
+PAIR_WHY = "it concatenates its crops into one batch and splits it in halves, each half one crop of every image: the positive pairs"
+
+
+def pair_rules(*names: str) -> ViewRules:
+    """Two crops of one size: two from one view, or one from each of two views."""
+    counts = {names[0]: CropCount(2, 2)} if len(names) == 1 else {n: CropCount(1, 1) for n in names}
+    return ViewRules(counts=counts, same_size=names, why=PAIR_WHY)
+
+
 # --------------------------------------------------------------------------------------------
 # Self-supervised methods: what they share
 
@@ -86,6 +96,10 @@ class SSLConfig(MethodConfig):
     @classmethod
     def default_views(cls) -> dict[str, ViewConfig]:
         return two_views()
+
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        return pair_rules("view")
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,6 +137,10 @@ class BYOLConfig(SSLConfig):
     @classmethod
     def default_views(cls) -> dict[str, ViewConfig]:
         return asymmetric_views()
+
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        return pair_rules("view1", "view2")
 
 
 @method_config("mocov2")
@@ -164,6 +182,10 @@ class MoCoV3Config(SSLConfig):
     def default_views(cls) -> dict[str, ViewConfig]:
         return asymmetric_views()
 
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        return pair_rules("view1", "view2")
+
 
 @method_config("simsiam")
 @dataclass
@@ -200,6 +222,10 @@ class BarlowTwinsConfig(SSLConfig):
     @classmethod
     def default_views(cls) -> dict[str, ViewConfig]:
         return asymmetric_views()
+
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        return pair_rules("view1", "view2")
 
 
 @method_config("vicreg")
@@ -256,6 +282,12 @@ class DINOConfig(SSLConfig):
             "local": ViewConfig(**jitter, count=4, size=16, crop_scale=(0.05, 0.4)),
         }
 
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        return ViewRules(counts={"global1": CropCount(1, 1), "global2": CropCount(1, 1), "local": CropCount(0, None)},
+                         same_size=("global1", "global2"), smaller=("local",),
+                         why="the two global crops, the largest, go through teacher and student; the local crops through the student only")
+
 
 @method_config("swav")
 @dataclass
@@ -283,3 +315,8 @@ class SwAVConfig(SSLConfig):
     def default_views(cls) -> dict[str, ViewConfig]:
         # solo-learn's "symmetric" CIFAR views: colour strength 1, blur 0.5.
         return {"view": ViewConfig(count=2, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2, blur_prob=0.5)}
+
+    @classmethod
+    def view_rules(cls) -> ViewRules:
+        return ViewRules(counts={"view": CropCount(2, None)}, same_size=("view",),
+                         why="codes are assigned to the first two crops and predicted from every other crop")

@@ -39,7 +39,6 @@ import torch
 
 from reprlab import distributed
 from reprlab.losses import dino_center_update, dino_loss
-from reprlab.errors import ReprlabError
 from reprlab.methods.base import register_method
 from reprlab.methods.configs import DINOConfig
 from reprlab.methods.ssl import SSLMethod
@@ -59,11 +58,10 @@ class DINO(SSLMethod):
         self.teacher_backbone = self.momentum_target(self.backbone)
         self.teacher_head = self.momentum_target(self.head)
         self.register_buffer("center", torch.zeros(1, m.out_dim))
-        # Global crops are the largest ones (the teacher sees only those); they must come first.
+        # Global crops are the largest ones (the teacher sees only those), declared first: the
+        # config's view rules (DINOConfig.view_rules) guarantee two of them, then smaller local ones.
         sizes = [size for _, size in self.views.layout]
         self.n_global = sum(size == max(sizes) for size in sizes)
-        if sizes[: self.n_global] != [max(sizes)] * self.n_global or self.n_global < 2:
-            raise ReprlabError(f"DINO needs at least 2 global crops (the largest size) declared before the local ones; views give {self.views.layout}")
 
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method

@@ -34,6 +34,9 @@ class SSLMethod(Method):
     probe_backbone = "backbone"
 
     def __init__(self, cfg, splits, device) -> None:
+        # the views and crop counts the method declares (load_config checks them too; a config
+        # built in code is checked here, before anything is built)
+        type(cfg.method).view_rules().check(cfg.method.name, cfg.views)
         super().__init__(cfg, splits, device)
         self.backbone = create_model(cfg.model.name, num_classes=0, **cfg.model.kwargs)
         self.views = MultiView(cfg.views, splits.mean, splits.std)

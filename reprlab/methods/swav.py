@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprlab import distributed
-from reprlab.errors import ReprlabError
 from reprlab.losses import sinkhorn_knopp, swav_loss
 from reprlab.methods.base import register_method
 from reprlab.methods.configs import SwAVConfig
@@ -52,8 +51,6 @@ class SwAV(SSLMethod):
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)
         m = cfg.method
-        if len(self.views) < N_ASSIGN or self.views.layout[0][1] != self.views.layout[1][1]:
-            raise ReprlabError(f"SwAV needs at least {N_ASSIGN} crops, the first two of one size; views give {self.views.layout}")
         self.projector = ProjectionHead(self.backbone.num_features, m.proj_hidden_dim, m.proj_out_dim, 2)
         self.prototypes = nn.Linear(m.proj_out_dim, m.num_prototypes, bias=False)
         self._normalize_prototypes()

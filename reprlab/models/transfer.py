@@ -28,10 +28,12 @@ def read_weights_file(weights: str, label: str, expected: str, wrappers: tuple[s
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ReprlabError(f"{label} weights file {path} not found; expected {expected}")
-    sd = load_torch(path, "weights file", map_location="cpu", weights_only=True)
+    sd = load_torch(path, f"{label} weights file", f"; expected {expected}", map_location="cpu", weights_only=True)
     for wrapper in wrappers:
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]
+    if not isinstance(sd, Mapping):
+        raise ReprlabError(f"{label} weights file {path} holds a {type(sd).__name__}, not a state dict; expected {expected}")
     return path, sd
 
 

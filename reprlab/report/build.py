@@ -59,6 +59,7 @@ def build(root: Path, out_dir: Path | None = None) -> Built:
     sections.bars(page, groups)
     sections.fraction(page, groups)
     sections.ssl_methods(page, groups)
+    sections.published(page, groups)
     sections.cnn_vit(page, groups)
     sections.sweeps(page, study.sweep_runs)
     sections.curves(page, groups)

@@ -42,7 +42,7 @@ CONFIG_FILE = "config.toml"
 STUDY_FILE = "study.toml"  # the study file `reprlab study run` copies into its output folder
 
 # The metrics.jsonl keys the report reads (x axis first); checked up front for complete runs.
-CURVE_KEYS = ("epoch", "lr", "train/acc1", "val/acc1", "test/acc1", "train/loss", "val/loss", "knn/acc1")
+CURVE_KEYS = ("epoch", "lr", "train/acc1", "val/acc1", "test/acc1", "train/loss", "val/loss", "knn/acc1", "online/val_acc1")
 
 # result.json's schema, its checks and its reader are reprlab.result's (the writers use the same
 # module); load_result raises the first problem reprlab.result.validate finds, naming the file.

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+from reprlab.report.budget import TOY_WORDS, group_budget_text, published_for, toy_mark, toy_percent
 from reprlab.report.load import MetricsLog, Run, is_number, read_metrics, series
 from reprlab.report.tables import (
     Group,
@@ -82,6 +83,7 @@ def _style_axes(ax: Any) -> None:
 _TRAIN = {"linestyle": "-", "linewidth": 1.2, "alpha": 0.85}
 _VAL = {"linestyle": "--", "linewidth": 1.4, "marker": "o", "markersize": 3}
 _TEST = {"linestyle": "none", "marker": "*", "markersize": 10}
+_ONLINE = {"linestyle": "-", "linewidth": 1.4, "marker": "s", "markersize": 3}
 CURVE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str, dict[str, Any]], ...]], ...] = (
     ("Learning rate", "learning rate", (("lr", "lr", _TRAIN),)),
     (
@@ -90,8 +92,23 @@ CURVE_PANELS: tuple[tuple[str, str, tuple[tuple[str, str, dict[str, Any]], ...]]
         (("train/acc1", "train", _TRAIN), ("val/acc1", "val", _VAL), ("test/acc1", "test", _TEST)),
     ),
     ("Loss", "loss", (("train/loss", "train", _TRAIN), ("val/loss", "val", _VAL))),
-    ("kNN top-1 accuracy", "kNN acc1 (%)", (("knn/acc1", "kNN", _VAL),)),
+    # the self-supervised monitors on the validation split: kNN and the online linear probe
+    ("kNN / online probe top-1", "val acc1 (%)", (("knn/acc1", "kNN", _VAL), ("online/val_acc1", "online probe", _ONLINE))),
 )
+#: how a figure marks what a toy budget produced (hatched bars, a warning in the labels)
+_TOY_HATCH = "///"
+_REF_STYLES = (":", "--", "-.", (0, (5, 1)))
+_TOY_NOTE = f"⚠ hatched / marked: under {toy_percent()} of its recipe's training budget: {TOY_WORDS}"
+
+
+def _toy_footnote(fig: Figure) -> None:
+    fig.supxlabel(_TOY_NOTE, fontsize=8, color="#b35900", x=0.01, ha="left")
+
+
+def _group_toy(g: Group) -> str | None:
+    """A toy group's mark, else None."""
+    toy = group_budget_text(g.runs)[1]
+    return toy_mark(toy) if toy else None
 
 
 def plot_group_curves(group: Group, logs: dict[Path, MetricsLog] | None = None) -> Figure | None:
@@ -131,7 +148,8 @@ def plot_group_curves(group: Group, logs: dict[Path, MetricsLog] | None = None) 
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         _style_axes(ax)
         ax.legend(fontsize=7, loc="best", framealpha=0.8)
-    fig.suptitle(_mpl(group.name), fontsize=11, fontweight="bold")
+    toy = _group_toy(group)
+    fig.suptitle(_mpl(group.name + (f"  ({toy})" if toy else "")), fontsize=11, fontweight="bold", color="#b35900" if toy else "black")
     return fig
 
 
@@ -146,20 +164,28 @@ def plot_test_acc1_bars(groups: Sequence[Group]) -> Figure | None:
     means = [g.stat("test").mean for g in groups]
     errs = [g.stat("test").std or 0.0 for g in groups]
     colors = [_BACKBONE_COLORS.get(str(g.common("backbone_source")), "#9467bd") for g in groups]
-    ax.barh(ys, means, xerr=errs, color=colors, alpha=0.85, capsize=4, error_kw={"elinewidth": 1.2})
-    for y, g in zip(ys, groups):
+    toys = [_group_toy(g) for g in groups]
+    bars = ax.barh(ys, means, xerr=errs, color=colors, alpha=0.85, capsize=4, error_kw={"elinewidth": 1.2})
+    for patch, g, toy in zip(bars.patches, groups, toys):
+        patch.set_gid(f"bar::{g.name}" + ("::toy" if toy else ""))
+        if toy:
+            patch.set_hatch(_TOY_HATCH)
+    for y, g, toy in zip(ys, groups, toys):
         vals = g.stat("test").values
         ax.plot(vals, [y] * len(vals), linestyle="none", marker="o", markersize=3.5, color="black", gid=f"seeds::{g.name}")
         st = g.stat("test")
         # Label right of whichever reaches further: the whisker or the best seed.
-        ax.text(max(max(vals), st.mean + (st.std or 0.0)) + 0.8, y, st.fmt(), va="center", fontsize=8)
+        ax.text(max(max(vals), st.mean + (st.std or 0.0)) + 0.8, y, st.fmt() + (f"  {_mpl(toy)}" if toy else ""), va="center", fontsize=8,
+                color="#b35900" if toy else "black")
     ax.set_yticks(ys, [_mpl(g.name) for g in groups], fontsize=8)
     ax.invert_yaxis()  # same top-to-bottom order as the summary table
     ax.set_xlabel("test acc1 (%)  —  bar: mean over seeds, whisker: ±1 std, dots: seeds")
     ax.set_title("Test top-1 accuracy per group", fontsize=11, fontweight="bold")
-    ax.set_xlim(0, max(max(g.stat("test").values) for g in groups) * 1.18 + 1)
+    ax.set_xlim(0, max(max(g.stat("test").values) for g in groups) * (2.7 if any(toys) else 1.18) + 1)  # room for the marks (about 60 characters)
     _style_axes(ax)
     ax.grid(False, axis="y")
+    if any(toys):
+        _toy_footnote(fig)
     # Legend of bar colours (backbone source) for the sources actually shown.
     seen = {}
     for g, c in zip(groups, colors):
@@ -192,10 +218,13 @@ def plot_fraction_curve(groups: Sequence[Group]) -> Figure | None:
     fig = _new_figure(8.0, 4.8)
     ax = fig.add_subplot()
     all_fr: list[float] = []
+    any_toy = False
     for i, line in enumerate(lines):
         fr = sorted(line.points)
         all_fr.extend(fr)
         stats = [line.stat(f) for f in fr]
+        toy = any(_group_toy(g) for gs in line.points.values() for g in gs)
+        any_toy = any_toy or toy
         ax.errorbar(
             fr,
             [s.mean for s in stats],
@@ -203,7 +232,7 @@ def plot_fraction_curve(groups: Sequence[Group]) -> Figure | None:
             marker="o",
             capsize=4,
             color=_CYCLE[i % len(_CYCLE)],
-            label=_mpl(line.label),
+            label=_mpl(line.label + ("  ⚠ toy budget" if toy else "")),
         )[0].set_gid(f"fraction::{line.label}")  # on the data line only, not the error caps
     ref_styles = {"imagenet-supervised": ("black", [":", "-.", (0, (5, 1))]), "scratch": ("#7f7f7f", ["--", (0, (3, 1, 1, 1)), ":"])}
     used: Counter[str] = Counter()
@@ -221,6 +250,8 @@ def plot_fraction_curve(groups: Sequence[Group]) -> Figure | None:
     ax.set_title("Test accuracy vs pretraining-set size (mean ± std over seeds)", fontsize=11, fontweight="bold")
     _style_axes(ax)
     ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    if any_toy:
+        _toy_footnote(fig)
     return fig
 
 
@@ -260,7 +291,13 @@ def plot_cnn_vs_vit(groups: Sequence[Group]) -> Figure | None:
                 label=_FAMILY_LABELS.get(fam, _mpl(fam)),
             )[0].set_gid(f"cnn-vit::{key}::{fam}")
             for g, x in fam_pts:
-                ax.annotate(_mpl(str(g.common("model") or g.name)), (x, g.stat("test").mean), textcoords="offset points", xytext=(5, 5), fontsize=8)
+                toy = group_budget_text(g.runs)[1]
+                label = str(g.common("model") or g.name) + (f"  ⚠ {toy.short()}" if toy else "")
+                ax.annotate(_mpl(label), (x, g.stat("test").mean), textcoords="offset points", xytext=(5, 5), fontsize=8, color="#b35900" if toy else "black")
+        for i, (g, ref) in enumerate((g, ref) for g in groups for ref in published_for(g.runs)):
+            ax.axhline(ref.top1, color=_FAMILY_COLORS.get(str(g.common("family")), "#9467bd"), linestyle=_REF_STYLES[i % len(_REF_STYLES)], linewidth=1.0,
+                       alpha=0.8, label=_mpl(f"published {ref.backbone}{' ' + ref.note.split(',')[0] if ref.note else ''}, {ref.epochs} ep: {ref.top1:g}"),
+                       gid=f"cnn-vit-published::{g.name}::{ref.source}::{ref.top1}")
         xs = [x for _, x in pts]
         if xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
@@ -270,14 +307,15 @@ def plot_cnn_vs_vit(groups: Sequence[Group]) -> Figure | None:
         ax.set_xlabel(xlabel)
         _style_axes(ax)
         if pts and not legend_done:  # one legend: the family colours are the same in all panels
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=7, loc="center left", framealpha=0.85)
             legend_done = True
     axes[0].set_ylabel("test acc1 (%)")
+    if any(_group_toy(g) for g in groups):
+        _toy_footnote(fig)
     fig.suptitle("CNN vs ViT: test accuracy against cost (mean ± std over seeds)", fontsize=11, fontweight="bold")
     return fig
 
 
-_REF_STYLES = (":", "--", "-.", (0, (5, 1)))
 
 
 def plot_ssl_methods(rows: Sequence[MethodRow], refs: Sequence[Group] = ()) -> Figure | None:
@@ -290,18 +328,31 @@ def plot_ssl_methods(rows: Sequence[MethodRow], refs: Sequence[Group] = ()) -> F
     if len({r.method for r in rows}) < 2:
         return None
     stats = [r.stat() for r in rows]
-    fig = _new_figure(max(6.5, 2.5 + 0.85 * len(rows)), 4.8)
+    toys = [group_budget_text(r.runs("linear-cached"))[1] for r in rows]
+    fig = _new_figure(max(6.5, 2.5 + (1.6 if any(toys) else 0.85) * len(rows)), 5.6)
     ax = fig.add_subplot()
     xs = np.arange(len(rows))
     methods = sorted({r.method for r in rows})
     colors = [_CYCLE[methods.index(r.method) % len(_CYCLE)] for r in rows]
     bars = ax.bar(xs, [s.mean for s in stats], yerr=[s.std or 0.0 for s in stats], color=colors, alpha=0.85, capsize=4, error_kw={"elinewidth": 1.2})
-    for patch, row in zip(bars.patches, rows):
-        patch.set_gid(f"ssl::{row.label}")
-    for x, row, st in zip(xs, rows, stats):
-        ax.plot([x] * st.n, st.values, linestyle="none", marker="o", markersize=3.5, color="black", gid=f"ssl-seeds::{row.label}")
-        ax.text(x, max(max(st.values), st.mean + (st.std or 0.0)) + 0.6, st.fmt(), ha="center", va="bottom", fontsize=8)
+    for patch, row, toy in zip(bars.patches, rows, toys):
+        patch.set_gid(f"ssl::{row.label}" + ("::toy" if toy else ""))
+        if toy:
+            patch.set_hatch(_TOY_HATCH)
     top = max(max(s.values) for s in stats)
+    published_label = None
+    for x, row, st, toy in zip(xs, rows, stats, toys):
+        ax.plot([x] * st.n, st.values, linestyle="none", marker="o", markersize=3.5, color="black", gid=f"ssl-seeds::{row.label}")
+        mark = f"\n⚠ {toy.short()}" if toy else ""
+        ax.text(x, max(max(st.values), st.mean + (st.std or 0.0)) + 0.6, st.fmt() + mark, ha="center", va="bottom", fontsize=8,
+                color="#b35900" if toy else "black")
+        for ref in published_for(row.runs("linear-cached"))[:1]:
+            first = published_label is None  # one legend entry for all the diamonds
+            published_label = published_label or f"published ({ref.source.split(',')[0]}, {ref.epochs} ep, {ref.protocol})"
+            ax.plot([x + 0.3], [ref.top1], linestyle="none", marker="D", markersize=6, markerfacecolor="white", markeredgecolor="black",
+                    gid=f"ssl-published::{row.label}", label=_mpl(published_label) if first else None)
+            ax.text(x + 0.3, ref.top1 + 1.2, f"{ref.top1:g}\n({ref.epochs} ep)", ha="center", va="bottom", fontsize=7.5)
+            top = max(top, ref.top1)
     used: Counter[str] = Counter()
     for g in refs:
         src = str(g.common("backbone_source"))
@@ -314,11 +365,14 @@ def plot_ssl_methods(rows: Sequence[MethodRow], refs: Sequence[Group] = ()) -> F
     ax.set_xticks(xs, [_mpl(r.label) for r in rows], rotation=25 if long_labels else 0, ha="right" if long_labels else "center", fontsize=8.5)
     ax.set_ylim(0, top * 1.18 + 1)
     ax.set_ylabel("test acc1 (%), linear probe on cached features")
-    ax.set_title("Linear probe per method\n(mean ± std over seeds)", fontsize=11, fontweight="bold")
+    ax.set_title("Linear probe per method\n(mean ± std over seeds; ◇ published)", fontsize=11, fontweight="bold")
     _style_axes(ax)
     ax.grid(False, axis="x")
-    if refs:
-        ax.legend(title="references", fontsize=7.5, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if refs or published_label:
+        # in the band between our bars and the published numbers, which a toy budget leaves empty
+        ax.legend(title="references", fontsize=7.5, title_fontsize=8, loc="center" if published_label else "upper left", framealpha=0.9)
+    if any(toys):
+        _toy_footnote(fig)
     return fig
 
 

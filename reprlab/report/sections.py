@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import matplotlib
 from matplotlib.figure import Figure
 
+from reprlab.report.budget import TOY_WORDS, group_budget_text, last_value, of_published, pretraining_runs, published_for, toy_percent
 from reprlab.report.document import FIGURES_DIR, Block, Cell, Code, FigureBlock, Heading, Inline, Lines, Link, Para, Table
 from reprlab.report.load import CONFIG_FILE, METRICS_FILE, Run, Study, is_number, read_metrics, rel_path, series
 from reprlab.report.plots import (
@@ -33,6 +34,7 @@ from reprlab.report.plots import (
 from reprlab.report.tables import (
     SSL_PROTOCOLS,
     Group,
+    Stat,
     cnn_vit_groups,
     fmt_value,
     fraction_lines,
@@ -138,6 +140,46 @@ def _fmt_num(value: float | None, scale: float = 1.0, digits: int = 2, unit: str
 
 
 # --------------------------------------------------------------------------------------------
+# Budgets: a toy budget is said next to every number it produced
+# --------------------------------------------------------------------------------------------
+
+#: the column a table shows each group's budget against its recipe's in
+BUDGET_TITLE = "Budget (done of recipe)"
+
+
+def _budget_cell(runs: Sequence[Run]) -> str:
+    """``"⚠ 4 of 1000 epochs (0.4 %): shows the machinery, not the method"`` for a toy group."""
+    text, toy = group_budget_text(runs)
+    return f"⚠ {text}: {TOY_WORDS}" if toy else text
+
+
+def _acc(stat: Stat, runs: Sequence[Run], of: int | None = None) -> str:
+    """A number, with ⚠ next to it when a toy budget produced it (the budget column says why)."""
+    text = stat.fmt(of=of)
+    return f"{text} ⚠" if stat.n and group_budget_text(runs)[1] else text
+
+
+def toy_summary(groups: Sequence[Group], short: bool = False) -> str | None:
+    """What the report says first when groups ran a small fraction of their recipes (``short``:
+    the one line the summary repeats it in)."""
+    toys = [(g, t) for g in groups if (t := group_budget_text(g.runs)[1]) is not None]
+    if not toys:
+        return None
+    g, t = min(toys, key=lambda gt: gt[1].fraction)
+    head = f"⚠ Toy budget: {len(toys)} of {len(groups)} groups trained less than {toy_percent()} of their recipe's budget"
+    if short:
+        return f"{head}; a run at such a budget {TOY_WORDS}, and its numbers are marked ⚠ (see Warnings)."
+    return (f"{head} (the smallest: '{g.name}', {t.text()}). A run at such a budget {TOY_WORDS}: which method is ahead, whether "
+            "pretraining beats scratch or the CNN beats the ViT is not a finding here. The numbers it produced are marked ⚠ in the tables "
+            "(the “Budget” column says how much of the recipe ran) and hatched in the figures; run the recipes' budgets for numbers that compare.")
+
+
+def online_stat(b: Page, runs: Iterable[Run]) -> Stat:
+    """The final online linear-probe accuracy (``online/val_acc1``, last logged) of pretraining runs."""
+    return Stat(tuple(v for r in runs if (v := last_value(b.logs.get(r.metrics_path), "online/val_acc1")) is not None))
+
+
+# --------------------------------------------------------------------------------------------
 # Comparisons
 # --------------------------------------------------------------------------------------------
 
@@ -152,26 +194,36 @@ def summary(b: Page, groups: list[Group]) -> None:
     if not groups:
         b.note("No complete runs outside sweeps.")
         return
+    toy = toy_summary(groups, short=True)
+    if toy:
+        b.note(toy)
     has_knn = any(g.knn().n for g in groups)
+    has_online = any(online_stat(b, g.runs).n for g in groups)
     has_final = any(r.metric("test", source="final_checkpoint") is not None for g in groups for r in g.runs)
-    header = ["Group", "Task / protocol", "Model", "n", "Val acc1"] + (["Val kNN acc1"] if has_knn else []) + ["Test acc1", "Test acc5"]
+    header = (["Group", "Task / protocol", "Model", "n", "Val acc1"] + (["Val kNN acc1"] if has_knn else []) + (["Val online-probe acc1"] if has_online else [])
+              + ["Test acc1", "Test acc5"])
     if has_final:
         header.append("Test acc1 (last ckpt)")
-    header.append("Runs (seed · dir · config)")
+    header += [BUDGET_TITLE, "Runs (seed · dir · config)"]
     rows: list[list[Cell]] = []
     for g in groups:
         n = len(g.runs)
-        row: list[Cell] = [g.name, f"{g.task} / {g.common('protocol') or '—'}", str(g.common("model") or "—"), str(n), g.stat("val").fmt(of=n)]
+        row: list[Cell] = [g.name, f"{g.task} / {g.common('protocol') or '—'}", str(g.common("model") or "—"), str(n), _acc(g.stat("val"), g.runs, n)]
         if has_knn:
-            row.append(g.knn().fmt(of=n))
-        row += [g.stat("test").fmt(of=n), g.stat("test", "acc5").fmt(of=n)]
+            row.append(_acc(g.knn(), g.runs, n))
+        if has_online:
+            row.append(_acc(online_stat(b, g.runs), g.runs, n))
+        row += [_acc(g.stat("test"), g.runs, n), _acc(g.stat("test", "acc5"), g.runs, n)]
         if has_final:
-            row.append(g.stat("test", source="final_checkpoint").fmt(of=n))
-        row.append(b.runs_cell(g.runs))
+            row.append(_acc(g.stat("test", source="final_checkpoint"), g.runs, n))
+        row += [_budget_cell(g.runs), b.runs_cell(g.runs)]
         rows.append(row)
-    b.blocks.append(Table(header, rows, frozenset(range(3, len(header) - 1))))
+    b.blocks.append(Table(header, rows, frozenset(range(3, len(header) - 2))))
     if has_knn:
-        b.para("Val kNN acc1: the kNN monitor of self-supervised pretraining runs (no classifier is trained there).")
+        b.para("Val kNN acc1: the kNN monitor of self-supervised pretraining runs (no classifier is trained there)."
+               + (" Val online-probe acc1: the linear classifier trained on the detached features during pretraining, its last evaluation." if has_online else ""))
+    b.para(f"{BUDGET_TITLE}: epochs (or steps) trained against the recipe the run was started from, before command-line overrides; "
+           "a probe's or fine-tune's includes its backbone's pretraining." + (f" ⚠ marks numbers from under {toy_percent()} of a recipe." if toy else ""))
 
 
 def gains(b: Page, groups: list[Group]) -> None:
@@ -194,12 +246,13 @@ def gains(b: Page, groups: list[Group]) -> None:
     for gain in found:
         rel = "—" if gain.relative is None else f"{gain.relative:+.1f} %"
         g = gain.group
+        toy = " ⚠" if group_budget_text(g.runs)[1] or group_budget_text(baseline.runs)[1] else ""
         rows.append(
-            [g.name, f"{g.task} / {g.common('protocol') or '—'}", str(g.common("backbone_source") or "—"), g.stat("test").fmt(of=len(g.runs)),
-             f"{gain.points:+.1f}", rel, b.runs_cell(g.runs)]
+            [g.name, f"{g.task} / {g.common('protocol') or '—'}", str(g.common("backbone_source") or "—"), _acc(g.stat("test"), g.runs, len(g.runs)),
+             f"{gain.points:+.1f}{toy}", f"{rel}{toy}", _budget_cell(g.runs), b.runs_cell(g.runs)]
         )
     if rows:
-        b.blocks.append(Table(["Group", "Task / protocol", "Backbone", "Test acc1", "Gain (points)", "Gain (%)", "Runs"], rows, frozenset({3, 4, 5})))
+        b.blocks.append(Table(["Group", "Task / protocol", "Backbone", "Test acc1", "Gain (points)", "Gain (%)", BUDGET_TITLE, "Runs"], rows, frozenset({3, 4, 5})))
     else:
         b.note("The scratch baseline is the only evaluated group.")
 
@@ -228,9 +281,10 @@ def fraction(b: Page, groups: list[Group]) -> None:
     for line in lines:
         for fr in sorted(line.points):
             gs = line.points[fr]
-            rows.append([line.label, f"{fr * 100:g}%", ", ".join(g.name for g in gs), line.stat(fr).fmt(), b.runs_cell([r for g in gs for r in g.runs])])
+            runs = [r for g in gs for r in g.runs]
+            rows.append([line.label, f"{fr * 100:g}%", ", ".join(g.name for g in gs), _acc(line.stat(fr), runs), b.runs_cell(runs)])
     for g in refs:
-        rows.append([f"reference: {g.common('backbone_source')}", "—", g.name, g.stat("test").fmt(), b.runs_cell(g.runs)])
+        rows.append([f"reference: {g.common('backbone_source')}", "—", g.name, _acc(g.stat("test"), g.runs), b.runs_cell(g.runs)])
     if lines:
         b.blocks.append(Table(["Line", "Fraction", "Group(s)", "Test acc1", "Runs"], rows, frozenset({1, 3})))
 
@@ -249,26 +303,64 @@ def ssl_methods(b: Page, groups: list[Group]) -> None:
         "pretrained at several settings (dataset, fraction, model, resolution) has one row per setting.",
     )
     protocols = [(p, title) for p, title in SSL_PROTOCOLS if any(r.stat(p).n for r in rows)]
+    pretrains = {r.label: pretraining_runs(r.runs(), b.study.complete) for r in rows}
+    has_knn = any(p.knn() is not None for ps in pretrains.values() for p in ps)
+    has_online = any(online_stat(b, ps).n for ps in pretrains.values())
     table: list[list[Cell]] = []
     for r in rows:
-        seeds = r.seeds
-        table.append([r.label, ", ".join(map(str, seeds)), *[r.stat(p).fmt(of=len(seeds)) for p, _ in protocols], b.runs_cell(r.runs())])
+        seeds, ps = r.seeds, pretrains[r.label]
+        monitors = ([_acc(Stat(tuple(v for p in ps if (v := p.knn()) is not None)), r.runs())] if has_knn else []) + ([_acc(online_stat(b, ps), r.runs())] if has_online else [])
+        refs_pub = published_for(r.runs("linear-cached") or r.runs())
+        pub = [Lines([[f"{ref.top1:g} ", Link(ref.source.split(",")[0], ref.url), f" ({ref.epochs} ep, {ref.protocol})"] for ref in refs_pub]) if refs_pub else "—",
+               "; ".join(dict.fromkeys(of_published(r.runs(), ref) for ref in refs_pub)) or "—"]
+        table.append([r.label, ", ".join(map(str, seeds)), *[_acc(r.stat(p), r.runs(p), len(seeds)) for p, _ in protocols], *monitors, *pub,
+                      _budget_cell(r.runs()), b.runs_cell(r.runs())])
         pooled = [g.name for p, _ in protocols for g in r.groups.get(p, [])]
         if len(pooled) > len({p for p, _ in protocols if r.groups.get(p)}):
             b.note(f"Row '{r.label}' pools several groups of one protocol ({', '.join(pooled)}).")
     for g in refs:
         st = g.stat("test")
         cells = [st.fmt(of=len(g.runs)) if p == "linear-cached" else "—" for p, _ in protocols]
-        table.append([f"reference: {g.name}", ", ".join(map(str, g.seeds)), *cells, b.runs_cell(g.runs)])
-    header = ["Method", "Seeds", *[title for _, title in protocols], "Runs"]
-    b.blocks.append(Table(header, table, frozenset(range(2, 2 + len(protocols)))))
+        table.append([f"reference: {g.name}", ", ".join(map(str, g.seeds)), *cells, *["—"] * (has_knn + has_online + 2), _budget_cell(g.runs), b.runs_cell(g.runs)])
+    header = ["Method", "Seeds", *[title for _, title in protocols], *(["kNN monitor (val)"] if has_knn else []), *(["Online probe (val)"] if has_online else []),
+              "Published top-1", "Our pretraining / theirs", "Pretraining budget (done of recipe)", "Runs"]
+    b.blocks.append(Table(header, table, frozenset(range(2, 2 + len(protocols) + has_knn + has_online))))
+    b.para(("kNN monitor and online probe: the pretraining runs' own validation monitors (the online probe is a linear classifier trained "
+            "on detached features during pretraining, as solo-learn reports it); " if has_knn or has_online else "")
+           + "the probe and fine-tune columns are our downstream test accuracies. Published: the source's number at its budget "
+           "(see “Published references”).")
     b.figure(
         plot_ssl_methods(rows, refs),
         "ssl-methods",
         "Linear-probe (cached features) test acc1 per pretraining method: mean over seeds, ±1 std whiskers, "
-        "dots are seeds; horizontal lines: reference backbones.",
+        "dots are seeds; horizontal lines: reference backbones; ◇: the published number for the method (at its own budget, "
+        "which the table sets against ours); hatched: a toy budget.",
         "fewer than two methods have a cached linear-probe result.",
     )
+
+
+def published(b: Page, groups: list[Group]) -> None:
+    """Our groups beside the published numbers of the same method, dataset and network
+    (:mod:`reprlab.report.published`), with our training epochs as a fraction of theirs."""
+    b.heading(2, "Published references")
+    rows: list[list[Cell]] = []
+    for g in groups:
+        if g.task == "pretrain" or not g.stat("test").n:
+            continue
+        for ref in published_for(g.runs):
+            rows.append([g.name, _acc(g.stat("test"), g.runs, len(g.runs)), f"{ref.top1:g}", ref.label, of_published(g.runs, ref),
+                         Link(ref.source, ref.url)])
+    b.para(
+        "Published top-1 on the same dataset for the same method and network, at the source's budget; “Ours / theirs” is our "
+        "training (for a probe: its backbone's pretraining) in epochs against theirs. A small fraction makes the gap expected, "
+        "not a failed reproduction. Our networks can be narrower than theirs (the parameter counts in “CNN vs ViT”, the "
+        "model.kwargs in each config.toml), and protocols differ where the row says so (solo-learn's online linear probe is trained "
+        "during pretraining; ours is an offline probe of the final backbone). The full table: ", Code("reprlab config published"), ".",
+    )
+    if rows:
+        b.blocks.append(Table(["Group", "Test acc1 (ours)", "Published top-1", "Their network, budget, protocol", "Ours / theirs", "Source"], rows, frozenset({1, 2})))
+    else:
+        b.note("No group matches a published row (method, dataset and model).")
 
 
 def cnn_vit(b: Page, groups: list[Group]) -> None:
@@ -276,7 +368,8 @@ def cnn_vit(b: Page, groups: list[Group]) -> None:
     b.figure(
         plot_cnn_vs_vit(groups),
         "cnn-vs-vit",
-        "Test acc1 (mean ± std over seeds) against parameters, FLOPs per image and throughput; colour: family, label: model.",
+        "Test acc1 (mean ± std over seeds) against parameters, FLOPs per image and throughput; colour: family, label: model; "
+        "horizontal lines: published numbers for the family's network (at their budgets, see “Published references”).",
         "no group with a model family (cnn/vit) and a test accuracy.",
     )
     rows: list[list[Cell]] = []
@@ -284,10 +377,10 @@ def cnn_vit(b: Page, groups: list[Group]) -> None:
         rows.append(
             [g.name, str(g.common("family")), str(g.common("model") or "—"), _fmt_num(g.number("params"), 1e6, 2, " M"),
              _fmt_num(g.number("flops_per_image"), 1e9, 3, " G"), _fmt_num(g.number("throughput_img_s"), 1.0, 0),
-             g.stat("test").fmt(of=len(g.runs)), b.runs_cell(g.runs)]
+             _acc(g.stat("test"), g.runs, len(g.runs)), _budget_cell(g.runs), b.runs_cell(g.runs)]
         )
     if rows:
-        b.blocks.append(Table(["Group", "Family", "Model", "Params", "FLOPs/img", "img/s", "Test acc1", "Runs"], rows, frozenset({3, 4, 5, 6})))
+        b.blocks.append(Table(["Group", "Family", "Model", "Params", "FLOPs/img", "img/s", "Test acc1", BUDGET_TITLE, "Runs"], rows, frozenset({3, 4, 5, 6})))
 
 
 _SWEEP_FIGURE = {"line": "line plot", "heatmap": "heat map", "scatter": "scatter plot"}
@@ -332,7 +425,8 @@ def curves(b: Page, groups: list[Group]) -> None:
     b.heading(2, "Training curves")
     b.para(
         "One figure per group, one line per run (colour = seed): learning rate, train/val top-1 accuracy "
-        "(test as a star where logged), train/val loss and kNN accuracy (pretraining) against epoch, "
+        "(test as a star where logged), train/val loss, and the pretraining monitors (kNN accuracy and the online linear probe, "
+        "where logged) against epoch; a toy budget is named in the figure's title; "
         "each with exactly the points logged in the run's metrics.jsonl."
     )
     stems = _slugs([g.name for g in groups], "curves-")
@@ -435,16 +529,20 @@ def all_runs(b: Page, study: Study) -> None:
             _fmt_num(r.metric("test", "acc5")),
             fmt_value(best_step),
             _fmt_num(wall / 60.0 if is_number(wall) else None, 1.0, 1),
+            _budget_cell([r]),
             b.config_link(r.dir),
         ]
         rows.append(row)
-    header = ["Run dir", "Group", "Seed", "Val acc1"] + (["Val kNN acc1"] if has_knn else []) + ["Test acc1", "Test acc5", "Best step", "Wall (min)", "Config"]
-    b.blocks.append(Table(header, rows, frozenset(range(2, len(header) - 1))))
+    header = ["Run dir", "Group", "Seed", "Val acc1"] + (["Val kNN acc1"] if has_knn else []) + ["Test acc1", "Test acc5", "Best step", "Wall (min)", BUDGET_TITLE, "Config"]
+    b.blocks.append(Table(header, rows, frozenset(range(2, len(header) - 2))))
 
 
 def input_warnings(study: Study, groups: list[Group]) -> list[str]:
     """Inconsistencies that would make an aggregate misleading, stated instead of hidden."""
     out = list(study.notes)
+    toy = toy_summary(groups)
+    if toy:
+        out.insert(0, toy)
     if study.bad:
         one = len(study.bad) == 1
         out.append(f"{len(study.bad)} run director{'y' if one else 'ies'} could not be read and {'is' if one else 'are'} left out: "

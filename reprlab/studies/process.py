@@ -46,8 +46,9 @@ def display(argv: list[str]) -> str:
     return shlex.join(argv)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the child get SIGKILL when its parent dies (Linux).
+def _die_with_parent(ignore: tuple[signal.Signals, ...] = ()) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the child get SIGKILL when its parent dies (Linux), and ignore
+    the signals ``ignore`` (kept ignored across exec, by its own children too).
 
     Why: killing the runner (``kill -9``, a preempted job) must not leave a training process
     running on behalf of nobody, holding its run's lock and racing the next runner.
@@ -58,6 +59,8 @@ def _die_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
+        for sig in ignore:
+            signal.signal(sig, signal.SIG_IGN)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
         if os.getppid() != parent:  # the parent died between fork and prctl
             os._exit(1)
@@ -65,8 +68,9 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``argv`` with stdout and stderr appended to ``log_path``."""
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None, ignore: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
+    """Start ``argv`` with stdout and stderr appended to ``log_path`` (ignoring the signals
+    ``ignore``: a SLURM job's warning signal is its runner's to handle)."""
     make_dirs(log_path.parent)
     try:
         log = open(log_path, "ab")
@@ -79,7 +83,7 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
         except OSError as e:
             raise os_error(e, log_path) from None
         # the child holds its own descriptor; ours can close when this block ends
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent())
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent(ignore))
 
 
 def terminate(proc: Any, grace_s: float = 10.0) -> None:

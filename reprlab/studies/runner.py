@@ -24,7 +24,6 @@ probe was asked for would be a bad surprise; ``--dry-run`` shows such runs as bl
 from __future__ import annotations
 
 import fnmatch
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from typing import IO, Any, Callable
 from reprlab.errors import ReprlabError
 from reprlab.io import FileLock, atomic_write_text, make_dirs
 from reprlab.studies.checks import did_you_mean
-from reprlab.studies.process import display, exit_text, last_line, reprlab_argv, spawn, terminate, under_torchrun
+from reprlab.studies.executors import Executor, LocalExecutor, worker_envs  # noqa: F401 (worker_envs: the runner's API)
+from reprlab.studies.process import display, reprlab_argv, under_torchrun
 from reprlab.studies.results import accuracy_text, best_trial, read_complete, read_failure
 from reprlab.studies.spec import Node, Study, run_argv
 from reprlab.studies.sweep import best_in_storage, sweep_progress
@@ -201,8 +201,9 @@ def dry_run(study: Study, only: list[str] | None = None, data_root: str | None =
     return 0
 
 
-def status(study: Study, only: list[str] | None = None, out: IO[str] | None = None) -> int:
-    """One line per expanded run: complete (with its accuracy), stale, to resume, new; starts nothing."""
+def status(study: Study, only: list[str] | None = None, out: IO[str] | None = None, notes: dict[str, str] | None = None) -> int:
+    """One line per expanded run: complete (with its accuracy), stale, to resume, new, and its
+    ``notes`` entry (an executor's word on it: its SLURM job and state); starts nothing."""
     out = out or sys.stdout
     chosen = select(study, only)
     states = {name: node_state(study, node) for name, node in study.nodes.items()}
@@ -210,40 +211,14 @@ def status(study: Study, only: list[str] | None = None, out: IO[str] | None = No
     print(f"study {study.name!r} -> {study.out_dir}: {_summary(chosen, states, len(study.nodes))}", file=out)
     width = max(len(n) for n in chosen) if chosen else 0
     for name in chosen:
-        print(f"{name:<{width}}  {_reason(study, study.nodes[name], states[name], states, blocked)}", file=out)
+        note = (notes or {}).get(name)
+        print(f"{name:<{width}}  {_reason(study, study.nodes[name], states[name], states, blocked)}{f'; {note}' if note else ''}", file=out)
     return 0
 
 
 # ============================================================================================
 # The runner
 # ============================================================================================
-
-
-def worker_envs(workers: int, gpus_per_run: int = 1) -> list[dict[str, str]]:
-    """One environment per worker: its own GPU (its group of ``gpus_per_run`` GPUs), or its
-    share of the CPU threads (split again over the ``gpus_per_run`` processes of a run).
-
-    CPU threads go through ``OMP_NUM_THREADS`` rather than ``train.num_threads``: the config of
-    a run directory must not depend on how many workers the runner happened to have, or a
-    resume with another ``--workers`` would be refused as a different config.
-    """
-    base = dict(os.environ)
-    if workers <= 1 and gpus_per_run <= 1:
-        return [base]
-    import torch
-
-    n_gpu = torch.cuda.device_count()
-    if n_gpu:
-        visible = base.get("CUDA_VISIBLE_DEVICES")
-        ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(n_gpu)]
-        if gpus_per_run > 1:
-            if workers * gpus_per_run > len(ids):
-                raise ReprlabError(f"--workers {workers} x --gpus-per-run {gpus_per_run} needs {workers * gpus_per_run} GPUs; {len(ids)} visible ({','.join(ids)})")
-            return [{**base, "CUDA_VISIBLE_DEVICES": ",".join(ids[i * gpus_per_run : (i + 1) * gpus_per_run])} for i in range(workers)]
-        return [{**base, "CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} for i in range(workers)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = str(max(1, cores // (workers * gpus_per_run)))
-    return [{**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(workers)]
 
 
 def _fmt_time(seconds: float) -> str:
@@ -261,6 +236,14 @@ class _Job:
     replica: int = 0
 
 
+def check_parallelism(workers: int, gpus_per_run: int) -> None:
+    """``--workers`` and ``--gpus-per-run``, refused alike by ``study run`` and its ``--dry-run``."""
+    if workers < 1:
+        raise ReprlabError(f"--workers must be >= 1, got {workers}")
+    if gpus_per_run < 1:
+        raise ReprlabError(f"--gpus-per-run must be >= 1, got {gpus_per_run}")
+
+
 def run_study(
     study: Study,
     workers: int = 1,
@@ -268,23 +251,22 @@ def run_study(
     only: list[str] | None = None,
     data_root: str | None = None,
     out: IO[str] = sys.stdout,
-    executor: Callable[[list[str], Path, dict[str, str]], Any] | None = None,
+    executor: Executor | Callable[[list[str], Path, dict[str, str]], Any] | None = None,
     rerun: bool = False,
 ) -> int:
     """Run every selected run in dependency order; 0 when all are complete, 1 otherwise.
 
     A failed run does not stop the others: runs that do not depend on it go on; its dependents
-    are reported as blocked, and the exit status lists both. ``executor(argv, log, env)``
-    starts one run (default: :func:`spawn`; tests inject a fake).
+    are reported as blocked, and the exit status lists both. ``executor`` dispatches the runs
+    (:mod:`reprlab.studies.executors`: default a :class:`LocalExecutor` of ``workers`` slots);
+    a plain function ``executor(argv, log, env)`` is the local one's way to start a process
+    (tests inject a fake).
 
     A *stale* run (its directory holds results or a checkpoint of another config than the study
     would run now) is never skipped as complete: without ``rerun`` the study refuses to start,
     naming them; with ``rerun`` each stale run is started with ``--rerun``, which replaces it.
     """
-    if workers < 1:
-        raise ReprlabError(f"--workers must be >= 1, got {workers}")
-    if gpus_per_run < 1:
-        raise ReprlabError(f"--gpus-per-run must be >= 1, got {gpus_per_run}")
+    check_parallelism(workers, gpus_per_run)
     chosen = select(study, only)
     states = {name: node_state(study, study.nodes[name]) for name in study.nodes}
     stale = [n for n in chosen if states[n].status == "stale"]
@@ -301,20 +283,24 @@ def run_study(
             f"--only: {first!r} needs {', '.join(repr(d) for d in deps)}, which is incomplete and not selected "
             f"({len(blocked_by_only)} run(s) affected); select it too or drop --only (see --dry-run)"
         )
+    if executor is None or not hasattr(executor, "start"):
+        executor = LocalExecutor(workers, gpus_per_run, executor)
     make_dirs(study.out_dir)
     with FileLock(study.out_dir / ".study.lock", f"study directory {study.out_dir}"):
         atomic_write_text(study.out_dir / "study.toml", study.path.read_text())  # what produced this folder
-        return _Scheduler(study, chosen, workers, data_root, out, executor or spawn, gpus_per_run).run()
+        try:
+            return _Scheduler(study, chosen, data_root, out, executor).run()
+        finally:
+            executor.close()
 
 
 class _Scheduler:
     """One execution of a study: start each selected run when its dependencies are done, on a
-    free worker slot, and settle it (done or failed) when its processes have exited."""
+    free slot of the executor, and settle it (done or failed) when its processes have exited."""
 
-    def __init__(self, study: Study, chosen: list[str], workers: int, data_root: str | None, out: IO[str], executor: Callable, gpus_per_run: int) -> None:
-        self.study, self.chosen, self.workers, self.data_root, self.out = study, chosen, workers, data_root, out
-        self.executor, self.gpus_per_run = executor, gpus_per_run
-        self.envs = worker_envs(workers, gpus_per_run)
+    def __init__(self, study: Study, chosen: list[str], data_root: str | None, out: IO[str], executor: Executor) -> None:
+        self.study, self.chosen, self.data_root, self.out = study, chosen, data_root, out
+        self.executor, self.workers = executor, executor.slots
         self.status: dict[str, str] = {n: "pending" for n in chosen}  # pending | running | done | failed | blocked
         self.reasons: dict[str, str] = {}
         # a sweep may run as several processes sharing one Optuna storage (``parallel``)
@@ -340,13 +326,12 @@ class _Scheduler:
         if st.status == "stale":  # run_study refused stale runs unless --rerun was given
             argv.insert(len(reprlab_argv(data_root, node.spec.command)), "--rerun")
         log = self.log_of(node, replica)
-        argv = under_torchrun(argv, self.gpus_per_run)  # each train/pretrain/finetune/probe on its K devices
-        self.running[slot] = _Job(node, self.executor(argv, log, self.envs[slot]), slot, time.monotonic(), replica)
+        proc = self.executor.start(argv, log, slot)  # each train/pretrain/finetune/probe on its K devices
+        self.running[slot] = _Job(node, proc, slot, time.monotonic(), replica)
         self.launched[node.name] += 1
         self.active[node.name] += 1
         self.status[node.name] = "running"
-        gpu = self.envs[slot].get("CUDA_VISIBLE_DEVICES") if self.workers > 1 or self.gpus_per_run > 1 else None
-        where = f"worker {slot + 1}" + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
+        where = self.executor.where(slot, proc)
         word = {"resume": "resume", "stale": "rerun"}.get(st.status, "start")
         detail = f"{st.detail}; " if st.detail else ""
         n = self.replicas[node.name]
@@ -413,7 +398,7 @@ class _Scheduler:
             self.active[name] -= 1
             if code != 0:
                 log = self.log_of(job.node, job.replica)
-                self.reasons.setdefault(name, f"{exit_text(code)}: {last_line(log)}  (log {log})")
+                self.reasons.setdefault(name, self.executor.failure(job.proc, code, log))
                 self.launched[name] = self.replicas[name]  # no more processes for a failing node
             elif self.active[name] == 0 and self.launched[name] < self.replicas[name] and node_state(self.study, job.node).status == "complete":
                 self.launched[name] = self.replicas[name]
@@ -433,9 +418,7 @@ class _Scheduler:
                 time.sleep(POLL_S)
                 self.reap()
         except KeyboardInterrupt:
-            # children in our process group got the SIGINT too; give them a moment to stop cleanly
-            for job in self.running.values():
-                terminate(job.proc, grace_s=30.0)
+            self.executor.interrupt([job.proc for job in self.running.values()], self.out)
             raise
         return self.summary()
 

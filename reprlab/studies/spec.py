@@ -182,7 +182,10 @@ def load_study(
     if study_storage is not None:
         expect(study_storage, str, f"{path} [study]", "storage", "an Optuna storage URL")
 
-    run_tables = [_fill_methods(t, _study_methods(head, methods, path)) for t in _tables(data, "run", path)]
+    raw_runs = _tables(data, "run", path)
+    if methods is not None and not any(_uses_methods(t) for t in raw_runs):
+        raise ReprlabError(f"{path}: --methods {','.join(methods)}: study {name!r} has no method axis (no [[run]] grid or match uses {METHODS_TOKEN!r}), so it would be ignored")
+    run_tables = [_fill_methods(t, _study_methods(head, methods, path)) for t in raw_runs]
     runs = [_parse_run(t, i, path) for i, t in enumerate(run_tables)]
     sweep_tables = _tables(data, "sweep", path)
     # sweeps rank before runs among ready nodes: they are the long pole that final runs wait for
@@ -233,6 +236,11 @@ def _study_methods(head: dict, methods: list[str] | None, path: Path) -> list[st
     if len(set(chosen)) != len(chosen) or not chosen:
         raise ReprlabError(f"{path}: methods must be a non-empty list of distinct names, got {chosen!r}")
     return list(chosen)
+
+
+def _uses_methods(t: dict) -> bool:
+    """Whether a [[run]] table's grid or match is the study's method axis."""
+    return any(isinstance(t.get(key), dict) and METHODS_TOKEN in t[key].values() for key in ("grid", "match"))
 
 
 def _fill_methods(t: dict, methods: list[str] | None) -> dict:

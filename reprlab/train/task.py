@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -30,8 +31,9 @@ from reprlab.train.loop import _load_checkpoint, batch_split_error, fit
 from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
 
 
-def config_hash(cfg: Config) -> str:
-    d = flatten(to_dict(cfg))
+def config_hash(cfg: Config | dict) -> str:
+    """The 8 hex digits a run's default name ends with; ``cfg`` may be a recorded config (a dict)."""
+    d = flatten(cfg if isinstance(cfg, dict) else to_dict(cfg))
     for k in VOLATILE_KEYS:
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -82,6 +84,8 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
     # Rank 0 alone reads and writes the run directory's bookkeeping and tells the other ranks
     # what it decided (under data parallelism); every rank then trains, resuming from last.pt.
     decision = (_world_error(cfg, kind) or _decide(cfg, run, rerun)) if distributed.is_main() else None
+    if decision is not None and decision[0] == "run":
+        decision = _input_error(cfg, kind) or decision  # before the run directory is made
     decision = distributed.broadcast_object(decision)
     if decision[0] == "error":
         raise ReprlabError(decision[1])  # the same one-line message on every rank
@@ -113,6 +117,22 @@ def _world_error(cfg: Config, kind: str) -> tuple | None:
     (a rank raising alone is killed by torchrun before the others can say why)."""
     error = batch_split_error(cfg.train.batch_size, distributed.world_size()) if task_kind(kind).loop else None
     return ("error", error) if error is not None else None
+
+
+def _input_error(cfg: Config, kind: str) -> tuple | None:
+    """("error", message) for inputs refused before the run directory is made (a config error
+    leaves none behind): a backbone or weights file that is missing or not a checkpoint, a
+    validation split the training split cannot give."""
+    from reprlab.data.registry import check_splits
+    from reprlab.eval.backbones import check_backbone
+
+    try:
+        check_splits(cfg.data)
+        if task_kind(kind).backbone:
+            check_backbone(cfg.eval.backbone, cfg.eval.weights)
+    except ReprlabError as e:
+        return ("error", str(e))
+    return None
 
 
 def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
@@ -159,8 +179,11 @@ def failure_record(cfg: Config, kind: str, name: str, run: RunDir, error: BaseEx
     })
 
 
-def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool = False) -> dict:
-    """Run (or resume, or skip if complete; ``rerun``: replace) one run of ``kind``; returns its result.json."""
+def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool = False, recipe: str | None = None) -> dict:
+    """Run (or resume, or skip if complete; ``rerun``: replace) one run of ``kind``; returns its
+    result.json. ``recipe``: the config file the run was started from (default ``config_path``),
+    whose budget result.json's ``budget`` records beside the run's own."""
+    recipe = recipe or config_path
     if not task_kind(kind).loop:
         return run_cached(cfg, config_path, rerun=rerun)
 
@@ -181,7 +204,7 @@ def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool 
             best_test = method.evaluate("test", fitres.epochs_done)
         if task_kind(kind).frozen:
             method.verify_frozen()
-        return assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test)
+        return assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test, recipe)
 
     return run_once(cfg, kind, config_path, body, rerun=rerun)
 
@@ -233,7 +256,7 @@ def _selection_block(metrics: dict, selection_metric: str) -> dict:
     return {result_key(f"{prefix}/{k}"): v for k, v in _split(metrics, prefix).items()}
 
 
-def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test) -> dict:
+def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best_val, best_test, recipe: str | None = None) -> dict:
     from reprlab.models.flops import count_params
 
     bb = getattr(method, "backbone_info", None)
@@ -273,10 +296,61 @@ def assemble_result(cfg, kind, name, method, fitres, final_val, final_test, best
         "train_dataset": cfg.data.dataset,
         "backbone": bb,
         "config": "config.toml",
+        "budget": run_budget(fitres, recipe, bb),  # against the recipe's: reports mark a toy budget
     }
     if not result["test"]:
         result.pop("test")
     return schema.record(result)
+
+
+# ============================================================================================
+# The budget: what a run trained against its recipe (result.json's "budget", reprlab.result.BUDGET_KEYS)
+# ============================================================================================
+
+#: the recipes shipped with the package; a recipe there is recorded as ``configs/<path>``
+_PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def recipe_budget(recipe: str | None) -> dict:
+    """The budget the config file ``recipe`` sets (``train.epochs``, ``train.max_steps``), read
+    from the file alone: command-line overrides (a study's ``train.epochs=4``) are what the run
+    did, not what the recipe asks for. A key the file leaves out has the default's value."""
+    if not recipe:
+        return {"recipe": None, "recipe_epochs": None, "recipe_steps": None}
+    path = Path(recipe)
+    try:
+        train = tomllib.loads(path.read_text()).get("train", {})
+    except (OSError, tomllib.TOMLDecodeError) as e:  # it was read moments ago to build the run's config
+        raise ReprlabError(f"recipe {path}: cannot read it again ({e})") from None
+    defaults = Config().train
+    steps = train.get("max_steps", defaults.max_steps)
+    try:
+        name = f"configs/{path.resolve().relative_to(_PACKAGE_CONFIGS).as_posix()}"
+    except ValueError:
+        name = str(recipe)
+    return {"recipe": name, "recipe_epochs": train.get("epochs", defaults.epochs), "recipe_steps": steps or None}
+
+
+def backbone_budget(info: dict | None) -> dict | None:
+    """The budget of the run that made a checkpoint backbone: its run directory's result.json
+    ``budget`` (``<run>/checkpoints/<file>.pt``); without one (a checkpoint moved elsewhere, an
+    old run) the epochs and step the checkpoint itself records, against an unknown recipe."""
+    if not info or not info.get("checkpoint"):
+        return None  # imagenet-supervised, random-init: no pretraining of ours
+    ckpt = Path(info["checkpoint"])
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    try:
+        rec = read_result(run_dir) if (run_dir / schema.RESULT_FILE).is_file() else {}
+    except ReprlabError:
+        rec = {}
+    if rec.get("status") == "complete" and isinstance(rec.get("budget"), dict):
+        return rec["budget"]
+    return {"epochs": info.get("pretrain_epochs"), "steps": info.get("pretrain_step"), **recipe_budget(None), "backbone": None}
+
+
+def run_budget(fitres, recipe: str | None, backbone_info: dict | None) -> dict:
+    """result.json's ``budget`` of a run through the loop."""
+    return {"epochs": fitres.epochs_done, "steps": fitres.step, **recipe_budget(recipe), "backbone": backbone_budget(backbone_info)}
 
 
 def run_cached(cfg: Config, config_path: str | None = None, rerun: bool = False) -> dict:
@@ -323,6 +397,8 @@ def run_cached(cfg: Config, config_path: str | None = None, rerun: bool = False)
             "sweep_params": {},
             "backbone": info,
             "config": "config.toml",
+            # no epochs of its own: its budget is its backbone's
+            "budget": {"epochs": None, "steps": None, **recipe_budget(None), "backbone": backbone_budget(info)},
             **out,
         })
 

@@ -158,8 +158,8 @@ def test_dino_takes_the_largest_crops_as_global_whatever_the_views_are_named(cif
 
     m = tiny_method("dino", cifar, "views.local.count=2")
     assert m.n_global == 2 and len(m.views) == 4
-    with pytest.raises(ReprlabError, match="DINO needs at least 2 global crops"):
-        tiny_method("dino", cifar, "views.global2.size=16")  # then only one crop is of the largest size
+    with pytest.raises(ReprlabError, match=r"'views.global2.size' = 16: method 'dino' needs one crop size for views global1, global2"):
+        tiny_method("dino", cifar, "views.global2.size=16")  # then only one crop would be of the largest size
 
 
 def test_a_method_class_must_carry_the_config_registered_for_its_name():

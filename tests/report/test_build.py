@@ -283,7 +283,8 @@ def test_ssl_method_section_rows_and_figure(tmp_path: Path) -> None:
     md = (tmp_path / "report.md").read_text()
     section = md_section(md, "Self-supervised methods")
     header = next(l for l in section.splitlines() if l.startswith("| Method |"))
-    assert header.startswith("| Method | Seeds | Probe (cached) test acc1 | Full fine-tune test acc1 | Runs |")
+    assert header.startswith("| Method | Seeds | Probe (cached) test acc1 | Full fine-tune test acc1 | Published top-1 | Our pretraining / theirs | "
+                             "Pretraining budget (done of recipe) | Runs |")  # no kNN / online columns: no pretraining run here
     for method, runs in (("simclr", simclr), ("byol", byol)):
         probe = [r["test"]["acc1"] for r in _results(runs[f"{method} / linear-cached"])]
         row = _md_row(md, "Self-supervised methods", method)

@@ -22,9 +22,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reprlab" / "report"
 ALLOWED = {
     "load": {"reprlab.errors", "reprlab.result"},  # result.py: result.json's schema (torch-free, imports only errors)
     "tables": {"reprlab.report.load"},
+    "published": set(),  # the published numbers: plain data (`reprlab config published` lists them without the report)
+    "budget": {"reprlab.report.load", "reprlab.report.published"},
     "document": set(),
-    "plots": {"matplotlib", "numpy", "reprlab.report.load", "reprlab.report.tables"},
-    "sections": {"matplotlib", "numpy", "reprlab.report.document", "reprlab.report.load", "reprlab.report.plots", "reprlab.report.tables"},
+    "plots": {"matplotlib", "numpy", "reprlab.report.budget", "reprlab.report.load", "reprlab.report.tables"},
+    "sections": {"matplotlib", "numpy", "reprlab.report.budget", "reprlab.report.document", "reprlab.report.load", "reprlab.report.plots", "reprlab.report.tables"},
     "build": {"reprlab.report.sections", "reprlab.report.document", "reprlab.report.load", "reprlab.report.tables"},
     "__init__": set(),
 }
@@ -76,6 +78,12 @@ def test_tables_import_no_plotting() -> None:
     loaded = _loaded_after_import("reprlab.report.tables")
     assert "reprlab.report.tables" in loaded
     assert not [m for m in loaded if m.split(".")[0] in ("matplotlib", "numpy", "torch")]
+
+
+@pytest.mark.parametrize("module", ["reprlab.report.budget", "reprlab.report.published"])
+def test_budgets_and_published_numbers_import_no_plotting(module: str) -> None:
+    loaded = _loaded_after_import(module)
+    assert module in loaded and not [m for m in loaded if m.split(".")[0] in ("matplotlib", "numpy", "torch")]
 
 
 def test_the_cli_command_imports_the_report_lazily() -> None:

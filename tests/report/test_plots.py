@@ -44,7 +44,7 @@ def test_plotted_lines_are_the_logged_series(study: dict) -> None:
                 np.testing.assert_array_equal(line.get_xdata(), xs)
                 np.testing.assert_array_equal(line.get_ydata(), ys)
         titles = {ax.get_title() for ax in fig.axes}
-        assert ("kNN top-1 accuracy" in titles) == (name.startswith("SimCLR pretrain"))
+        assert ("kNN / online probe top-1" in titles) == (name.startswith("SimCLR pretrain"))
         assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
 
 

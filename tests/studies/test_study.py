@@ -592,6 +592,24 @@ def test_methods_override_all_and_errors(tmp_path):
         load_study(f)
 
 
+@pytest.mark.parametrize("args, words", [
+    (["quick", "--methods", "byol"], "--methods byol: study 'quick' has no method axis"),  # quick would run SimCLR anyway
+    (["ssl_methods", "--methods", ""], "--methods '': expected method names separated by commas"),  # not "the defaults"
+    (["ssl_methods", "--methods", "simclr,,byol"], "--methods 'simclr,,byol': expected method names"),
+    (["quick", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["quick", "--workers", "-1"], "--workers must be >= 1, got -1"),
+    (["quick", "--gpus-per-run", "0"], "--gpus-per-run must be >= 1, got 0"),
+])
+@pytest.mark.parametrize("dry", [True, False])
+def test_study_options_that_would_be_ignored_are_refused_alike_in_the_run_and_its_dry_run(tmp_path, capsys, args, words, dry):
+    from reprlab.cli import main
+
+    code = main(["study", "run", *args, "--out", str(tmp_path / "out"), *(["--dry-run"] if dry else [])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("reprlab: error: ") and words in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_gpus_per_run_wraps_training_commands_in_torchrun_and_groups_gpus(monkeypatch):
     from reprlab.studies import runner
     from reprlab.studies.process import display, under_torchrun

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from helpers_services import kill_all, postgres_server, postgres_url, release, start_workers, wait_all  # noqa: F401 -- fixtures
+from helpers_postgres import kill_all, postgres_server, postgres_url, release, start_workers, wait_all  # noqa: F401 -- fixtures
 from reprlab.studies.results import trial_dir_name
 from reprlab.studies.storage import open_storage, parse_storage
 from reprlab.studies.sweep_workers import DISCARDED

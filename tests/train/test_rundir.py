@@ -85,11 +85,11 @@ def test_rerun_replaces_the_old_run_and_keeps_the_study_log(tmp_path, capsys):
 def test_a_failed_run_records_its_error_and_a_successful_rerun_replaces_it(tmp_path):
     calls: list = []
     with pytest.raises(ReprlabError):
-        run_once(_cfg(tmp_path), "probe", None, _body(calls, fail=ReprlabError("imagenet weights: download failed (offline)"), checkpoint=False))
+        run_once(_cfg(tmp_path, 'eval.backbone="random-init"'), "probe", None, _body(calls, fail=ReprlabError("imagenet weights: download failed (offline)"), checkpoint=False))
     failed = json.loads((tmp_path / "x" / "result.json").read_text())
     assert failed["status"] == "failed" and failed["error"] == "imagenet weights: download failed (offline)"
     assert {"run": "x", "task": "probe", "seed": 0}.items() <= failed.items() and failed["group"] == "x"
-    ok = run_once(_cfg(tmp_path), "probe", None, _body(calls, 5.0, checkpoint=False))
+    ok = run_once(_cfg(tmp_path, 'eval.backbone="random-init"'), "probe", None, _body(calls, 5.0, checkpoint=False))
     assert ok["status"] == "complete" and json.loads((tmp_path / "x" / "result.json").read_text())["status"] == "complete"
 
 

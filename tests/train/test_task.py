@@ -67,3 +67,50 @@ def test_an_architecture_override_that_contradicts_the_checkpoint_is_refused(tmp
         p = argparse.ArgumentParser()
         finetune.add_arguments(p)
         finetune.run_config(p.parse_args(["--backbone", str(ckpt), "model.kwargs.width=16"]))
+
+
+@pytest.mark.parametrize("command", [["probe"], ["probe", "--augment"], ["finetune"]])
+def test_a_model_name_that_contradicts_the_checkpoint_is_refused(tmp_path, capsys, command):
+    """Was exit 0 with the checkpoint's ResNet silently used in place of the ViT asked for."""
+    ckpt = _checkpoint(tmp_path / "last.pt")
+    assert main([*command, "--backbone", str(ckpt), 'model.name="vit_c100_small"', "--print-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"reprlab: error: model.name 'vit_c100_small' contradicts the backbone: {ckpt} is a checkpoint of resnet18; "
+                   "a backbone's architecture comes from its checkpoint, so drop the model.name override"]
+    assert main([*command, "--backbone", str(ckpt), 'model.name="resnet18"', "--print-config"]) == 0  # the checkpoint's own name is no contradiction
+    assert main([*command, "--backbone", "imagenet-supervised", 'model.name="vit_c100_small"', "--print-config"]) == 2
+    assert "does not apply to the imagenet-supervised backbone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["probe", "--backbone", "{tmp}/missing.pt"], "backbone checkpoint {tmp}/missing.pt not found"),
+    (["probe", "--backbone", "{tmp}/notes.txt"], "backbone checkpoint {tmp}/notes.txt is not a file written by torch.save (it holds text beginning 'some notes"),
+    (["finetune", "--backbone", "{tmp}/notes.txt"], "is not a file written by torch.save"),
+    (["probe", "--backbone", "{tmp}/dict.pt"], "backbone checkpoint {tmp}/dict.pt: key 'method' missing; not a reprlab checkpoint"),
+    (["probe", "--backbone", "imagenet-supervised", "--weights", "{tmp}/missing.pth"], "ImageNet weights file {tmp}/missing.pth not found"),
+    (["train", "data.val_size=60000"], "config key 'data.val_size': 60000 would take 600 of the 500 training images of a class"),
+    (["pretrain", "--config", "configs/pretrain/dino_cifar100.toml", "views.local.size=40"], "config key 'views.local.size' = 40: method 'dino' needs"),
+])
+def test_a_config_error_is_refused_before_the_run_directory_is_made(tmp_path, capsys, args, words):
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    torch.save({"a": torch.zeros(1)}, tmp_path / "dict.pt")
+    out = tmp_path / "runs"
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = main(["--data-root", str(tmp_path / "none"), *argv, "data.download=false", f'run.out_dir="{out}"', f'data.cache_dir="{tmp_path}/c"',
+                 "train.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words.replace("{tmp}", str(tmp_path)) in err[0], err
+    assert not out.exists()  # no failed run directory left behind
+
+
+def test_a_bad_imagenet_weights_file_says_what_it_holds_and_what_was_expected(tmp_path):
+    """Was `weights file ... cannot be read (KeyError: 101)`."""
+    from reprlab.models.resnet import load_imagenet_state_dict
+
+    (tmp_path / "w.pth").write_text("hello\n")
+    with pytest.raises(ReprlabError, match=r"^ImageNet weights file .*w\.pth is not a file written by torch\.save \(it holds text beginning 'hello\\n'\); "
+                                           r"expected a torchvision ResNet-18 state dict \(\.pth\)$"):
+        load_imagenet_state_dict(str(tmp_path / "w.pth"))
+    torch.save(torch.zeros(3), tmp_path / "t.pth")
+    with pytest.raises(ReprlabError, match=r"holds a Tensor, not a state dict; expected a torchvision ResNet-18 state dict"):
+        load_imagenet_state_dict(str(tmp_path / "t.pth"))
