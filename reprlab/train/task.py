@@ -9,7 +9,6 @@ loop. What each task kind builds and records is :data:`reprlab.result.TASK_KINDS
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -21,20 +20,14 @@ import torch
 
 from reprlab import distributed
 from reprlab import result as schema
-from reprlab.config import Config, flatten, get_key, to_dict
+from reprlab.config import Config, get_key, to_dict
 from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
+from reprlab.inputs import file_sha256, input_identities
 from reprlab.result import TASK_KINDS, read_result, result_key, task_kind
 from reprlab.runtime import resolve_device, resolve_precision, seed_everything
 from reprlab.train.loop import _load_checkpoint, batch_split_error, fit
-from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
-
-
-def config_hash(cfg: Config) -> str:
-    d = flatten(to_dict(cfg))
-    for k in VOLATILE_KEYS:
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+from reprlab.train.rundir import RunDir, checkpoint_step, config_hash
 
 
 def run_name(cfg: Config, kind: str, config_path: str | None) -> str:
@@ -81,7 +74,16 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
     run = RunDir(Path(cfg.run.out_dir) / name)
     # Rank 0 alone reads and writes the run directory's bookkeeping and tells the other ranks
     # what it decided (under data parallelism); every rank then trains, resuming from last.pt.
-    decision = (_world_error(cfg, kind) or _decide(cfg, run, rerun)) if distributed.is_main() else None
+    # what the run consumes besides its config (its backbone's identity: a checkpoint's sha256):
+    # a directory made from another input is refused like one made from another config
+    inputs: dict = {}
+    decision = None
+    if distributed.is_main():
+        try:
+            inputs = input_identities(cfg) if task_kind(kind).backbone else {}
+        except ReprlabError as e:
+            decision = ("error", str(e))
+        decision = decision or _world_error(cfg, kind) or _decide(cfg, run, rerun, inputs)
     decision = distributed.broadcast_object(decision)
     if decision[0] == "error":
         raise ReprlabError(decision[1])  # the same one-line message on every rank
@@ -91,11 +93,13 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
         return decision[1]
     if distributed.is_main():
         print(f"reprlab: run directory {run.path} ({decision[1]})", file=sys.stderr, flush=True)
-        run.open(cfg, device, rerun=rerun)
+        run.open(cfg, device, rerun=rerun, inputs=inputs)
     distributed.barrier()  # a --rerun has cleared the directory before any rank looks for last.pt
     try:
         result = body(run, device, name)
         if distributed.is_main():
+            if inputs:  # result.json says what it was made from, as inputs.json does
+                result = schema.record({**{k: v for k, v in result.items() if k != "schema"}, "inputs": inputs})
             run.write_result(result)
     except BaseException as e:
         if distributed.is_main() and not isinstance(e, (KeyboardInterrupt, SystemExit)):  # an interrupted run resumes; it did not fail
@@ -115,11 +119,11 @@ def _world_error(cfg: Config, kind: str) -> tuple | None:
     return ("error", error) if error is not None else None
 
 
-def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
+def _decide(cfg: Config, run: RunDir, rerun: bool, inputs: dict | None = None) -> tuple:
     """("error", message) | ("complete", result) | ("run", what happens to the directory)."""
     try:
         if not rerun:
-            run.check_config(cfg)
+            run.check_config(cfg, inputs)
             if run.is_complete():
                 return ("complete", read_result(run.path))
     except ReprlabError as e:
@@ -199,12 +203,13 @@ def build_method(cfg: Config, kind: str, splits, device):
 
     spec = task_kind(kind)
     if spec.backbone:  # a new head over eval.backbone: fine-tuned whole, or the head alone
-        from reprlab.eval.backbones import backbone_source, load_backbone
+        from reprlab.eval.backbones import backbone_source, derived_provenance, load_backbone
         from reprlab.methods.supervised import Supervised
 
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
         method = Supervised(cfg, splits, device, backbone=bb, mode=spec.finetune_mode)
         method.backbone_info = {"source": backbone_source(bb), **bb.info}
+        method.provenance = derived_provenance(bb, spec.name, spec.protocol, config_hash(cfg))  # what its checkpoints say they were made from
         if spec.frozen:
             method.snapshot_frozen()
         return method
@@ -290,9 +295,8 @@ def run_cached(cfg: Config, config_path: str | None = None, rerun: bool = False)
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
         fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model),
                        "precision": str(resolve_precision(cfg.train.precision, device))}  # what extraction ran in (auto differs between machines)
-        if bb.source == "checkpoint":
-            stat = Path(bb.info["checkpoint"]).stat()
-            fingerprint["checkpoint"] = [bb.info.get("pretrain_step"), stat.st_size, stat.st_mtime_ns]
+        if bb.source == "checkpoint":  # the file's content: a --rerun of the pretraining rewrites the same path at the same step
+            fingerprint["checkpoint"] = file_sha256(bb.info["checkpoint"])
         if bb.source == "random-init":
             fingerprint["seed"] = cfg.train.seed
         # Under data parallelism each rank extracts a share of the features and all fit the same
