@@ -84,6 +84,12 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
         except ReprlabError as e:
             decision = ("error", str(e))
         decision = decision or _world_error(cfg, kind) or _decide(cfg, run, rerun, inputs)
+        if decision[0] == "run":  # opened before the others hear of it: a refusal (in use, ...) is every rank's line
+            print(f"reprlab: run directory {run.path} ({decision[1]})", file=sys.stderr, flush=True)
+            try:
+                run.open(cfg, device, rerun=rerun, inputs=inputs)
+            except ReprlabError as e:
+                decision = ("error", str(e))
     decision = distributed.broadcast_object(decision)
     if decision[0] == "error":
         raise ReprlabError(decision[1])  # the same one-line message on every rank
@@ -91,19 +97,19 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
         if distributed.is_main():
             print(f"reprlab: run directory {run.path}: already complete (--rerun runs it again)", file=sys.stderr)
         return decision[1]
-    if distributed.is_main():
-        print(f"reprlab: run directory {run.path} ({decision[1]})", file=sys.stderr, flush=True)
-        run.open(cfg, device, rerun=rerun, inputs=inputs)
-    distributed.barrier()  # a --rerun has cleared the directory before any rank looks for last.pt
     try:
+        distributed.barrier()  # a --rerun has cleared the directory before any rank looks for last.pt
         result = body(run, device, name)
         if distributed.is_main():
             if inputs:  # result.json says what it was made from, as inputs.json does
                 result = schema.record({**{k: v for k, v in result.items() if k != "schema"}, "inputs": inputs})
             run.write_result(result)
     except BaseException as e:
+        error = distributed.explain_failure(e)  # another rank died: say so, not the backend's "Connection closed by peer"
         if distributed.is_main() and not isinstance(e, (KeyboardInterrupt, SystemExit)):  # an interrupted run resumes; it did not fail
-            run.write_failure(failure_record(cfg, kind, name, run, e))
+            run.write_failure(failure_record(cfg, kind, name, run, error))
+        if error is not e:
+            raise error from None
         raise
     finally:
         if distributed.is_main():
