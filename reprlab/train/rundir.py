@@ -12,7 +12,9 @@ writes the complete result in its place.
 
 The recorded ``config.toml`` is the run's identity: a command whose resolved config differs
 from it (:func:`config_differences`; :data:`VOLATILE_KEYS` aside) is refused while the
-directory holds results or a checkpoint, unless ``--rerun`` clears the directory first.
+directory holds results or a checkpoint, unless ``--rerun`` clears the directory first. So is a
+command whose inputs changed: ``inputs.json`` records the identity of the backbone a run read
+(:mod:`reprlab.inputs`: a checkpoint's sha256), and another one is refused the same way.
 """
 
 from __future__ import annotations
