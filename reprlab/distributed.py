@@ -11,6 +11,11 @@ embeddings sends gradients back to every rank.
 from __future__ import annotations
 
 import os
+import select
+import signal
+import socket
+import threading
+import time
 from datetime import timedelta
 
 import torch
@@ -139,10 +144,139 @@ def init_from_env() -> bool:
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), w, is_master=r == 0 and not agent, timeout=timeout, multi_tenant=not agent)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     dist.init_process_group("nccl" if cuda else "gloo", store=dist.PrefixStore(f"reprlab/attempt_{attempt}", store), rank=r, world_size=w, timeout=timeout)
+    global _peers
+    _peers = all_gather_object((socket.gethostname(), os.getpid(), _start_time(os.getpid())))  # so a survivor can say which rank died, and how
+    _watch_peers()
     return True
 
 
+# --------------------------------------------------------------------------------------------
+# A rank that died: what the survivors say instead of the backend's "Connection closed by peer"
+
+#: (host, pid, start time) of every rank of the group, by rank (on this machine /proc tells their fate)
+_peers: list[tuple[str, int, int | None]] = []
+#: rank -> how it ended ("signal 9"), seen by the watcher thread the moment it ended
+_died: dict[int, str] = {}
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from the state on (field 3), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None  # field 22: start time (tells a reused pid apart)
+
+
+def _fate(pid: int, start: int | None) -> str | None:
+    """How the process ``pid`` ended -- "signal 9", "exit code 1", "" when its status is no
+    longer known -- or None while it runs."""
+    fields = _stat(pid)
+    if fields is None or (start is not None and int(fields[19]) != start):
+        return ""  # gone, its status collected by the launcher (or the pid reused)
+    if fields[0] not in ("Z", "X"):
+        return None
+    status = int(fields[49])  # field 52: the exit status as waitpid reports it (a zombie's)
+    return f"signal {status & 0x7F}" if status & 0x7F else f"exit code {status >> 8}"
+
+
+def peer_failure(wait_s: float = 2.0) -> str | None:
+    """"rank 1 died (signal 9)" when another rank of this machine's group has died (waiting up
+    to ``wait_s`` for it to be seen dead: the backend notices a closed connection first), else
+    None. Call it when a collective failed."""
+    if not _peers:
+        return None
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = sorted(_died.items()) or [(r, fate) for r, (_, pid, start) in _local_peers() if (fate := _fate(pid, start)) is not None]
+        if dead or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if not dead:
+        return None
+    r, fate = dead[0]
+    return f"rank {r} died" + (f" ({fate})" if fate else "") + "; the run stopped on every rank (re-run the same command to resume from the last checkpoint)"
+
+
+def _local_peers() -> list[tuple[int, tuple[str, int, int | None]]]:
+    """(rank, (host, pid, start)) of the other ranks on this machine."""
+    me, host = dist.get_rank() if dist.is_initialized() else -1, socket.gethostname()
+    return [(r, p) for r, p in enumerate(_peers) if r != me and p[0] == host]
+
+
+def _watch_peers() -> None:
+    """Note the moment another rank on this machine ends, and how (a thread waiting on pidfds).
+
+    The launcher collects a dead rank's exit status within a fraction of a second and then stops
+    the survivors with SIGTERM, often before their next collective fails; so the fate is read
+    from ``/proc`` while the dead rank is still a zombie, and a SIGTERM after a rank died ends
+    this one with that line (SIGTERM for any other reason keeps its default: the process ends)."""
+    if not hasattr(os, "pidfd_open"):
+        return
+    fds = {}
+    for r, (_, pid, start) in _local_peers():
+        try:
+            fds[os.pidfd_open(pid)] = (r, pid, start)
+        except OSError:
+            continue
+    if not fds:
+        return
+
+    def watch() -> None:
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        while len(_died) < len(fds):
+            for fd, _ in poller.poll():
+                r, pid, start = fds[fd]
+                _died.setdefault(r, _fate(pid, start) or "")
+                poller.unregister(fd)
+
+    threading.Thread(target=watch, name="reprlab-peer-watch", daemon=True).start()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum, frame) -> None:
+    why = peer_failure(wait_s=0.5)
+    if why is not None:
+        _stopping()
+        raise ReprlabError(why)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stopped for another reason: end as SIGTERM would
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stopping() -> None:
+    """This rank is failing: the launcher's SIGTERM must not interrupt the failure's record (it
+    kills the rank if it lingers)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def explain_failure(error: BaseException) -> BaseException:
+    """A backend error of a collective that another rank's death caused, as a one-line
+    ReprlabError saying so; any other error unchanged."""
+    if _peers:
+        _stopping()
+    if isinstance(error, RuntimeError) and _peers:
+        why = peer_failure()
+        if why is not None:
+            return ReprlabError(why)
+    return error
+
+
 def shutdown() -> None:
+    global _peers
+    if _peers and threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (_on_sigterm, signal.SIG_IGN):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _peers = []
+    _died.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -110,6 +110,47 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
     _fsync_dir(path.parent)
 
 
+def _temporary_writer(name: str) -> int | None:
+    """The pid in the name of :func:`atomic_write`'s temporary file ``.<name>.tmp<pid>``, else None."""
+    stem, sep, pid = name.rpartition(".tmp")
+    return int(pid) if sep and name.startswith(".") and len(stem) > 1 and pid.isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_orphaned_temporaries(folder: str | Path) -> list[str]:
+    """Remove :func:`atomic_write`'s temporary files in ``folder`` whose writer is gone.
+
+    A SIGKILL (or a power cut) mid-write skips the ``finally`` that removes the temporary file,
+    leaving e.g. ``checkpoints/.last.pt.tmp<pid>``, a whole checkpoint's size. A file whose pid
+    is alive is kept (it may be being written); returns the names removed."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError as e:
+        raise os_error(e, folder, "list") from None
+    for p in entries:
+        pid = _temporary_writer(p.name)
+        if pid is None or pid == os.getpid() or pid_alive(pid) or not p.is_file():
+            continue
+        try:
+            p.unlink(missing_ok=True)
+        except OSError as e:
+            raise os_error(e, p, "remove") from None
+        removed.append(p.name)
+    return removed
+
+
 def move_into_place(src: str | Path, dst: str | Path) -> None:
     """Rename a finished file (e.g. a download under a temporary name) over ``dst``, durably:
     fsync it, rename, fsync the folder. ``src`` is removed if the rename fails."""

@@ -68,12 +68,12 @@ def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], e
 
     ``kind`` may be a function of the resolved config, so that the task and the recorded config
     can never disagree (a flag sets a key; a later override of that key wins for both). Runs over
-    a backbone record the architecture that is built (:func:`reprlab.eval.backbones.record_architecture`)."""
+    a backbone record the architecture that is built (:func:`reprlab.inputs.record_architecture`, read without torch)."""
     cfg = resolve(args, extra, default_config)
     kind = kind(cfg) if callable(kind) else kind
     args.recipe = args.config or default_config  # the file whose budget result.json records beside the run's
     if task_kind(kind).backbone:  # its architecture comes from the checkpoint
-        from reprlab.eval.backbones import record_architecture
+        from reprlab.inputs import record_architecture
 
         record_architecture(cfg, name_given="model.name" in keys_set(args.config or default_config, [*extra, *args.overrides]))
     return cfg, kind

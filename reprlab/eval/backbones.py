@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 
 from reprlab.errors import ReprlabError
+# re-exported: the readers of a checkpoint's header live below torch, so a study's dry run can use them
+from reprlab.inputs import built_architecture, checkpoint_file, checkpoint_provenance, file_sha256, read_provenance, record_architecture  # noqa: F401
 from reprlab.io import load_torch
 from reprlab.models import create_model
 from reprlab.models.resnet import IMAGENET_MEAN, IMAGENET_STD
@@ -47,22 +49,23 @@ def load_backbone(spec: str, cfg, data_mean, data_std) -> Backbone:
         model = create_model("resnet18_imagenet", num_classes=0, weights=weights)
         # fraction None: ImageNet is a reference line on data-size curves, not a point on them
         info = {"method": "supervised", "dataset": "imagenet-1k", "fraction": None, "weights": weights}
+        info["provenance"] = {**_origin(info), "weights": weights, "checkpoint_sha256": file_sha256(weights) if weights != "imagenet" else None}
         return Backbone(model, IMAGENET_MEAN, IMAGENET_STD, 224, "imagenet-supervised", info)
     if spec == "random-init":
         torch.manual_seed(cfg.train.seed)
         model = create_model(cfg.model.name, num_classes=0, **cfg.model.kwargs)
-        return Backbone(model, tuple(data_mean), tuple(data_std), model.input_size, "random-init", {"method": "none", "dataset": None, "fraction": None})
+        info = {"method": "none", "dataset": None, "fraction": None}
+        info["provenance"] = {**_origin(info), "model": cfg.model.name, "seed": cfg.train.seed}
+        return Backbone(model, tuple(data_mean), tuple(data_std), model.input_size, "random-init", info)
     return load_checkpoint_backbone(Path(spec))
 
 
-def _checkpoint_path(spec: str | Path) -> Path:
-    path = Path(spec)
-    return path / "checkpoints" / "last.pt" if path.is_dir() else path
+_checkpoint_path = checkpoint_file  # a run directory means its checkpoints/last.pt
 
 
-#: the last checkpoint read, keyed by the file's identity (path, inode, size, mtime): a run reads
-#: its backbone's architecture when it resolves its config and the weights when it builds the
-#: model; both come from this one read
+#: the last checkpoint read, keyed by the file's identity (path, inode, size, mtime), so a
+#: backbone's weights are read once per process (its architecture, when the run resolves its
+#: config, comes from reprlab/inputs.py's torch-free header read)
 _last_read: tuple[tuple, Any] | None = None
 
 
@@ -76,57 +79,6 @@ def _read_checkpoint(path: Path) -> Any:
         _last_read = (key, load_torch(path, "backbone checkpoint", "; expected a reprlab checkpoint (runs/<name>/checkpoints/last.pt)",
                                       map_location="cpu", weights_only=False, mmap=True))
     return _last_read[1]
-
-
-def built_architecture(spec: str) -> tuple[str, dict] | None:
-    """(registry name, kwargs) of the model :func:`load_backbone` builds for ``spec``, read
-    without loading weights; None for ``random-init`` (``cfg.model`` is what is built) and for
-    a checkpoint that does not exist yet (a study's dependency that has not run)."""
-    if spec == "imagenet-supervised":
-        return "resnet18_imagenet", {}
-    if not spec or spec == "random-init":
-        return None
-    path = _checkpoint_path(spec)
-    if not path.is_file():
-        return None
-    ckpt = _read_checkpoint(path)
-    if not isinstance(ckpt, dict) or "model_name" not in ckpt:
-        return None  # not a reprlab checkpoint: load_backbone says so
-    return ckpt["model_name"], dict(ckpt.get("model_kwargs", {}))
-
-
-def record_architecture(cfg, name_given: bool = False) -> None:
-    """Make ``cfg.model`` say what a run over the backbone ``cfg.eval.backbone`` builds.
-
-    A checkpoint carries its architecture (``model_name``, ``model_kwargs``), which wins over
-    the config; the resolved config (``config.toml``, ``--print-config``) records the built one,
-    so that a fine-tune of a width-8 backbone does not read ``model.kwargs = {}``. Architecture
-    arguments that contradict the checkpoint would silently do nothing: they are refused, and so
-    is a ``model.name`` the command line or config file gave (``name_given``) that is not the
-    checkpoint's.
-    """
-    built = built_architecture(cfg.eval.backbone)
-    if built is None:
-        return
-    name, kwargs = built
-    if name_given and cfg.model.name != name:
-        raise ReprlabError(
-            f"model.name {cfg.model.name!r} contradicts the backbone: {cfg.eval.backbone} is a checkpoint of {name}; "
-            "a backbone's architecture comes from its checkpoint, so drop the model.name override"
-            if cfg.eval.backbone != "imagenet-supervised" else
-            f"model.name {cfg.model.name!r} does not apply to the imagenet-supervised backbone (torchvision's ResNet-18); drop it"
-        )
-    if cfg.model.kwargs and dict(cfg.model.kwargs) != kwargs:
-        import json
-
-        raise ReprlabError(
-            f"model.kwargs {json.dumps(cfg.model.kwargs)} contradicts the backbone: {cfg.eval.backbone} is a checkpoint of "
-            f"{name} with {json.dumps(kwargs)}; a backbone's architecture comes from its checkpoint, so drop the model.kwargs overrides"
-            if cfg.eval.backbone != "imagenet-supervised" else
-            f"model.kwargs {json.dumps(cfg.model.kwargs)} does not apply to the imagenet-supervised backbone (torchvision's ResNet-18); drop it"
-        )
-    cfg.model.name = name
-    cfg.model.kwargs = dict(kwargs)
 
 
 def check_backbone(spec: str, weights: str = "") -> None:
@@ -169,13 +121,35 @@ def load_checkpoint_backbone(path: Path) -> Backbone:
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing:
         raise ReprlabError(f"backbone checkpoint {path}: tensors missing for {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}")
-    cfg = ckpt.get("config", {})
+    prov = checkpoint_provenance(ckpt, path)
     info = {
-        "method": ckpt["method_name"] if "method_name" in ckpt else cfg.get("method", {}).get("name"),
-        "dataset": cfg.get("data", {}).get("dataset"),
-        "fraction": cfg.get("data", {}).get("fraction"),
-        "pretrain_epochs": cfg.get("train", {}).get("epochs"),
-        "pretrain_step": ckpt.get("step"),
+        "method": prov["method"],
+        "dataset": prov["dataset"],
+        "fraction": prov["fraction"],
+        "pretrain_epochs": prov["epochs"],
+        "pretrain_step": prov["steps"],
         "checkpoint": str(path),
+        "via": [v["protocol"] for v in prov["via"]],  # the probes and fine-tunes between the pretraining and this file
+        "provenance": prov,
     }
     return Backbone(model, tuple(ckpt["data_mean"]), tuple(ckpt["data_std"]), model.input_size, "checkpoint", info)
+
+
+# ============================================================================================
+# Provenance (reprlab/inputs.py reads it from a checkpoint, without torch)
+# ============================================================================================
+
+
+def _origin(info: dict) -> dict:
+    """The provenance of a backbone that is no reprlab checkpoint (ImageNet weights, random init)."""
+    return {"method": info["method"], "dataset": info["dataset"], "fraction": info["fraction"], "epochs": None, "max_steps": None, "steps": None,
+            "config_hash": None, "checkpoint_sha256": None, "via": []}
+
+
+def derived_provenance(bb: Backbone, kind: str, protocol: str, config_hash: str) -> dict:
+    """The provenance a run of ``kind`` over ``bb`` writes into its checkpoints: its backbone's,
+    with this run appended to ``via``."""
+    prov = bb.info["provenance"]
+    step = {"task": kind, "protocol": protocol, "config_hash": config_hash,
+            "source_sha256": file_sha256(bb.info["checkpoint"]) if bb.source == "checkpoint" else prov.get("checkpoint_sha256")}
+    return {**prov, "via": [*prov["via"], step]}

@@ -52,6 +52,7 @@ class NodeState:
     status: str  # "complete" | "stale" | "resume" | "new"
     detail: str = ""
     holds: str = ""  # stale: what the directory holds ("a complete run", "a partial run (...)")
+    of: str = "of another config"  # stale: what the holdings are of (a stale input: "" -- the detail says it)
 
 
 def node_config(study: Study, node: Node, best: dict[str, Any] | None = None):
@@ -65,6 +66,7 @@ def node_config(study: Study, node: Node, best: dict[str, Any] | None = None):
 def _stale(study: Study, node: Node, holds: str) -> NodeState | None:
     """NodeState("stale") when the run directory's config.toml differs from what the study would
     run now; None when it agrees (or cannot be known yet: a best_of run before its sweep ends)."""
+    from reprlab.inputs import describe_input_differences, input_differences, input_identities, read_inputs
     from reprlab.train.rundir import config_differences, describe_differences, read_config
 
     recorded = read_config(study.run_dir(node))
@@ -76,8 +78,30 @@ def _stale(study: Study, node: Node, holds: str) -> NodeState | None:
         if not sweep_progress(sweep, study.out_dir, study.storage).done:
             return None
         best = best_params(study, node)
-    diff = config_differences(recorded, node_config(study, node, best))
-    return NodeState("stale", describe_differences(diff), holds) if diff else None
+    cfg = node_config(study, node, best)
+    diff = config_differences(recorded, cfg)
+    if diff:
+        return NodeState("stale", describe_differences(diff), holds)
+    changed = input_differences(read_inputs(study.run_dir(node)), input_identities(cfg))
+    return NodeState("stale", f"made from another input: {describe_input_differences(changed)}", holds, "") if changed else None
+
+
+def study_states(study: Study) -> dict[str, NodeState]:
+    """The state of every run, in dependency order; a run that holds results and depends on a
+    run that will run again (stale, new, to resume) is stale too: what it was made from is
+    about to change (its recorded input identity would not catch it until then)."""
+    states: dict[str, NodeState] = {}
+    for name, node in study.nodes.items():
+        st = node_state(study, node)
+        redo = [d for d in node.deps if study.nodes[d].kind != "sweep" and states[d].status != "complete"]
+        if redo and st.status in ("complete", "resume") and node.kind != "sweep":
+            from reprlab.train.rundir import RunDir
+
+            holds = RunDir(study.run_dir(node)).holds()
+            if holds:
+                st = NodeState("stale", f"its input {redo[0]} will run again ({states[redo[0]].status})", holds, "")
+        states[name] = st
+    return states
 
 
 def node_state(study: Study, node: Node) -> NodeState:
@@ -157,7 +181,7 @@ def _reason(study: Study, node: Node, st: NodeState, states: dict[str, NodeState
     if st.status == "new" and st.detail:
         reason += f" ({st.detail})"
     if st.status == "stale":
-        reason += f" (holds {st.holds} of another config; `study run --rerun` replaces it)"
+        reason += f" (holds {st.holds}{' ' + st.of if st.of else ''}; `study run --rerun` replaces it)"
     if node.kind == "sweep" and st.status != "complete":
         reason = f"{'resume' if st.status == 'resume' else 'new'} sweep: {st.detail}"
     waits = [d for d in node.deps if states[d].status != "complete"]
@@ -178,7 +202,7 @@ def _summary(chosen: list[str], states: dict[str, NodeState], total: int) -> str
 def dry_run(study: Study, only: list[str] | None = None, data_root: str | None = None, out: IO[str] = sys.stdout, gpus_per_run: int = 1) -> int:
     """Print every expanded run in execution order, its command line and what would happen."""
     chosen = select(study, only)
-    states = {name: node_state(study, node) for name, node in study.nodes.items()}
+    states = study_states(study)
     blocked = missing_deps(study, chosen, states)
     est = f", est. {study.gpu_hours:g} GPU-hours in all" if study.gpu_hours is not None else ""
     print(f"study {study.name!r} ({study.path}) -> {study.out_dir}{est}", file=out)
@@ -206,7 +230,7 @@ def status(study: Study, only: list[str] | None = None, out: IO[str] | None = No
     ``notes`` entry (an executor's word on it: its SLURM job and state); starts nothing."""
     out = out or sys.stdout
     chosen = select(study, only)
-    states = {name: node_state(study, node) for name, node in study.nodes.items()}
+    states = study_states(study)
     blocked = missing_deps(study, chosen, states)
     print(f"study {study.name!r} -> {study.out_dir}: {_summary(chosen, states, len(study.nodes))}", file=out)
     width = max(len(n) for n in chosen) if chosen else 0
@@ -268,12 +292,12 @@ def run_study(
     """
     check_parallelism(workers, gpus_per_run)
     chosen = select(study, only)
-    states = {name: node_state(study, study.nodes[name]) for name in study.nodes}
+    states = study_states(study)
     stale = [n for n in chosen if states[n].status == "stale"]
     if stale and not rerun:
         more = f", {', '.join(stale[1:4])}{', ...' if len(stale) > 4 else ''}" if len(stale) > 1 else ""
         raise ReprlabError(
-            f"study {study.name!r}: {len(stale)} run(s) hold results of another config: {stale[0]} ({states[stale[0]].detail}){more}; "
+            f"study {study.name!r}: {len(stale)} run(s) hold results of another config or input: {stale[0]} ({states[stale[0]].detail}){more}; "
             "pass --rerun to replace them (or leave them out with --only); `reprlab study status` lists them"
         )
     blocked_by_only = missing_deps(study, chosen, states)

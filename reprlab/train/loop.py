@@ -32,7 +32,7 @@ from reprlab.methods.base import Method, StepContext
 from reprlab.runtime import get_rng_state, resolve_precision, set_rng_state
 from reprlab.schedules import all_values, lr_factor, value_at
 from reprlab.train.optim import build_optimizer, param_groups
-from reprlab.train.rundir import MetricsLogger, RunDir, atomic_copy, atomic_torch_save, checkpoint_step, load_checkpoint
+from reprlab.train.rundir import MetricsLogger, RunDir, atomic_copy, atomic_torch_save, checkpoint_step, config_hash, load_checkpoint
 
 
 def batch_split_error(batch: int, world: int) -> str | None:
@@ -350,6 +350,12 @@ def method_meta(method: Method, cfg: Config) -> dict:
         "data_mean": method.mean.flatten().tolist(),
         "data_std": method.std.flatten().tolist(),
         "resolution": getattr(method, "input_size", None) or cfg.data.resolution,
+        # the backbone this one was made from (eval/backbones.py: checkpoint_provenance reads it);
+        # a run over a backbone sets method.provenance (task.build_method), any other is the origin
+        "provenance": getattr(method, "provenance", None) or {
+            "method": method.name, "dataset": cfg.data.dataset, "fraction": cfg.data.fraction, "epochs": cfg.train.epochs,
+            "max_steps": cfg.train.max_steps or None, "config_hash": config_hash(cfg), "via": [],
+        },
     }
 
 

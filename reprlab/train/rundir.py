@@ -12,11 +12,14 @@ writes the complete result in its place.
 
 The recorded ``config.toml`` is the run's identity: a command whose resolved config differs
 from it (:func:`config_differences`; :data:`VOLATILE_KEYS` aside) is refused while the
-directory holds results or a checkpoint, unless ``--rerun`` clears the directory first.
+directory holds results or a checkpoint, unless ``--rerun`` clears the directory first. So is a
+command whose inputs changed: ``inputs.json`` records the identity of the backbone a run read
+(:mod:`reprlab.inputs`: a checkpoint's sha256), and another one is refused the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shutil
@@ -28,8 +31,9 @@ from typing import Any
 
 from reprlab.config import Config, dumps_toml, flatten, to_dict
 from reprlab.errors import ReprlabError
+from reprlab.inputs import INPUTS_FILE, describe_input_differences, input_differences, read_inputs
 # the one set of atomic writers; re-exported here for the code that imported them from this module
-from reprlab.io import FileLock, atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text, load_torch, make_dirs, os_error  # noqa: F401
+from reprlab.io import FileLock, atomic_copy, atomic_torch_save, atomic_write_json, atomic_write_text, load_torch, make_dirs, os_error, remove_orphaned_temporaries  # noqa: F401
 # result.json's one reader and its key names (re-exported for the code that imported them from here)
 from reprlab.result import read_result, result_key  # noqa: F401
 
@@ -44,6 +48,15 @@ VOLATILE_KEYS = ("run.name", "run.out_dir", "run.group", "train.progress", "trai
 # ============================================================================================
 # The recorded config against the config of a command: one comparison for resume, skip and studies
 # ============================================================================================
+
+
+def config_hash(cfg: "Config | dict") -> str:
+    """8 hex digits of the sha256 of the resolved config (:data:`VOLATILE_KEYS` aside): a run's
+    default name, and a checkpoint's provenance; ``cfg`` may be a recorded config (a dict)."""
+    d = flatten(cfg if isinstance(cfg, dict) else to_dict(cfg))
+    for k in VOLATILE_KEYS:
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _field_default(cfg: Any, dotted: str) -> tuple[bool, Any]:
@@ -221,19 +234,26 @@ class RunDir:
         recorded = read_config(self.path) if holds else None
         return holds, (config_differences(recorded, cfg) if recorded is not None else [])
 
-    def check_config(self, cfg: Config) -> None:
-        """Refuse ``cfg`` when the directory holds results or checkpoints of another config."""
+    def check_config(self, cfg: Config, inputs: dict | None = None) -> None:
+        """Refuse ``cfg`` when the directory holds results or checkpoints of another config, or
+        (``inputs``: :func:`reprlab.inputs.input_identities`) made from other inputs."""
         holds, diff = self.differences(cfg)
         if diff:
             raise ReprlabError(
                 f"run directory {self.path} holds {holds} with another config ({describe_differences(diff)}); "
                 "choose another run.name for the new config, or pass --rerun to replace the old run"
             )
+        changed = input_differences(read_inputs(self.path), inputs) if holds and inputs is not None else []
+        if changed:
+            raise ReprlabError(
+                f"run directory {self.path} holds {holds} made from another input ({describe_input_differences(changed)}); "
+                "choose another run.name for the new input, or pass --rerun to replace the old run"
+            )
 
     # ---- lifecycle
-    def open(self, cfg: Config, device: Any, rerun: bool = False) -> None:
+    def open(self, cfg: Config, device: Any, rerun: bool = False, inputs: dict | None = None) -> None:
         """Create the directory, take the lock, check (or, ``rerun``, clear) what it holds, and
-        write the resolved config."""
+        write the resolved config and the identities of its ``inputs`` (``inputs.json``)."""
         make_dirs(self.path)
         self.lock()
         try:
@@ -242,12 +262,15 @@ class RunDir:
                 if removed:
                     print(f"reprlab: {self.path}: --rerun: removed the previous run ({', '.join(removed)})", file=sys.stderr)
             else:
-                self.check_config(cfg)  # again under the lock: another process may have written it meanwhile
+                self.check_config(cfg, inputs)  # again under the lock: another process may have written it meanwhile
+                self.remove_orphans()
             make_dirs(self.ckpt_dir)
             self.drop_failure()  # a new attempt; it records its own failure, if any
             cfg_text = dumps_toml(to_dict(cfg))
             existing = self.config_file
             atomic_write_text(existing, cfg_text)
+            if inputs:
+                atomic_write_text(self.path / INPUTS_FILE, json.dumps(inputs, indent=2) + "\n")
             from reprlab.runtime import precision_record
 
             precision = precision_record(cfg.train.precision, device)  # what auto chose here, and why
@@ -255,6 +278,15 @@ class RunDir:
         except BaseException:
             self.unlock()  # a refused open leaves the directory free for the next attempt
             raise
+
+    def remove_orphans(self) -> list[str]:
+        """Remove the temporary files of atomic writes whose writer died mid-write (a SIGKILL
+        while ``last.pt`` was written leaves ``checkpoints/.last.pt.tmp<pid>``, a checkpoint's
+        size); call with the lock held. Returns their paths, relative to the run directory."""
+        removed = [f"{sub}{name}" for sub, folder in (("", self.path), ("checkpoints/", self.ckpt_dir)) for name in remove_orphaned_temporaries(folder)]
+        if removed:
+            print(f"reprlab: {self.path}: removed temporary files of a killed writer ({', '.join(removed)})", file=sys.stderr)
+        return removed
 
     @staticmethod
     def _kept(p: Path) -> bool:

@@ -9,7 +9,6 @@ loop. What each task kind builds and records is :data:`reprlab.result.TASK_KINDS
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -22,21 +21,14 @@ import torch
 
 from reprlab import distributed
 from reprlab import result as schema
-from reprlab.config import Config, flatten, get_key, to_dict
+from reprlab.config import Config, get_key, to_dict
 from reprlab.data.registry import load_splits
 from reprlab.errors import ReprlabError
+from reprlab.inputs import file_sha256, input_identities
 from reprlab.result import TASK_KINDS, read_result, result_key, task_kind
 from reprlab.runtime import resolve_device, resolve_precision, seed_everything
 from reprlab.train.loop import _load_checkpoint, batch_split_error, fit
-from reprlab.train.rundir import VOLATILE_KEYS, RunDir, checkpoint_step
-
-
-def config_hash(cfg: Config | dict) -> str:
-    """The 8 hex digits a run's default name ends with; ``cfg`` may be a recorded config (a dict)."""
-    d = flatten(cfg if isinstance(cfg, dict) else to_dict(cfg))
-    for k in VOLATILE_KEYS:
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+from reprlab.train.rundir import RunDir, checkpoint_step, config_hash
 
 
 def run_name(cfg: Config, kind: str, config_path: str | None) -> str:
@@ -83,9 +75,25 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
     run = RunDir(Path(cfg.run.out_dir) / name)
     # Rank 0 alone reads and writes the run directory's bookkeeping and tells the other ranks
     # what it decided (under data parallelism); every rank then trains, resuming from last.pt.
-    decision = (_world_error(cfg, kind) or _decide(cfg, run, rerun)) if distributed.is_main() else None
-    if decision is not None and decision[0] == "run":
-        decision = _input_error(cfg, kind) or decision  # before the run directory is made
+    # what the run consumes besides its config (its backbone's identity: a checkpoint's sha256):
+    # a directory made from another input is refused like one made from another config
+    inputs: dict = {}
+    decision = None
+    if distributed.is_main():
+        # inputs refused before the run directory is made (a config error leaves none behind)
+        decision = _world_error(cfg, kind) or _input_error(cfg, kind)
+        if decision is None:
+            try:
+                inputs = input_identities(cfg) if task_kind(kind).backbone else {}
+            except ReprlabError as e:
+                decision = ("error", str(e))
+        decision = decision or _decide(cfg, run, rerun, inputs)
+        if decision[0] == "run":  # opened before the others hear of it: a refusal (in use, ...) is every rank's line
+            print(f"reprlab: run directory {run.path} ({decision[1]})", file=sys.stderr, flush=True)
+            try:
+                run.open(cfg, device, rerun=rerun, inputs=inputs)
+            except ReprlabError as e:
+                decision = ("error", str(e))
     decision = distributed.broadcast_object(decision)
     if decision[0] == "error":
         raise ReprlabError(decision[1])  # the same one-line message on every rank
@@ -93,17 +101,20 @@ def run_once(cfg: Config, kind: str, config_path: str | None, body: Callable[[Ru
         if distributed.is_main():
             print(f"reprlab: run directory {run.path}: already complete (--rerun runs it again)", file=sys.stderr)
         return decision[1]
-    if distributed.is_main():
-        print(f"reprlab: run directory {run.path} ({decision[1]})", file=sys.stderr, flush=True)
-        run.open(cfg, device, rerun=rerun)
-    distributed.barrier()  # a --rerun has cleared the directory before any rank looks for last.pt
     try:
+        distributed.barrier()  # a --rerun has cleared the directory before any rank looks for last.pt
         result = body(run, device, name)
         if distributed.is_main():
+            if inputs:  # result.json says what it was made from, as inputs.json does
+                # (added to the body's record, which it has already checked; "schema" stays last)
+                result = {**{k: v for k, v in result.items() if k != "schema"}, "inputs": inputs, **{k: v for k, v in result.items() if k == "schema"}}
             run.write_result(result)
     except BaseException as e:
+        error = distributed.explain_failure(e)  # another rank died: say so, not the backend's "Connection closed by peer"
         if distributed.is_main() and not isinstance(e, (KeyboardInterrupt, SystemExit)):  # an interrupted run resumes; it did not fail
-            run.write_failure(failure_record(cfg, kind, name, run, e))
+            run.write_failure(failure_record(cfg, kind, name, run, error))
+        if error is not e:
+            raise error from None
         raise
     finally:
         if distributed.is_main():
@@ -135,11 +146,11 @@ def _input_error(cfg: Config, kind: str) -> tuple | None:
     return None
 
 
-def _decide(cfg: Config, run: RunDir, rerun: bool) -> tuple:
+def _decide(cfg: Config, run: RunDir, rerun: bool, inputs: dict | None = None) -> tuple:
     """("error", message) | ("complete", result) | ("run", what happens to the directory)."""
     try:
         if not rerun:
-            run.check_config(cfg)
+            run.check_config(cfg, inputs)
             if run.is_complete():
                 return ("complete", read_result(run.path))
     except ReprlabError as e:
@@ -222,12 +233,13 @@ def build_method(cfg: Config, kind: str, splits, device):
 
     spec = task_kind(kind)
     if spec.backbone:  # a new head over eval.backbone: fine-tuned whole, or the head alone
-        from reprlab.eval.backbones import backbone_source, load_backbone
+        from reprlab.eval.backbones import backbone_source, derived_provenance, load_backbone
         from reprlab.methods.supervised import Supervised
 
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
         method = Supervised(cfg, splits, device, backbone=bb, mode=spec.finetune_mode)
         method.backbone_info = {"source": backbone_source(bb), **bb.info}
+        method.provenance = derived_provenance(bb, spec.name, spec.protocol, config_hash(cfg))  # what its checkpoints say they were made from
         if spec.frozen:
             method.snapshot_frozen()
         return method
@@ -364,9 +376,8 @@ def run_cached(cfg: Config, config_path: str | None = None, rerun: bool = False)
         bb = load_backbone(cfg.eval.backbone, cfg, splits.mean, splits.std)
         fingerprint = {"backbone": cfg.eval.backbone, "weights": cfg.eval.weights, "resolution": cfg.eval.resolution, "data": to_dict(cfg.data), "model": to_dict(cfg.model),
                        "precision": str(resolve_precision(cfg.train.precision, device))}  # what extraction ran in (auto differs between machines)
-        if bb.source == "checkpoint":
-            stat = Path(bb.info["checkpoint"]).stat()
-            fingerprint["checkpoint"] = [bb.info.get("pretrain_step"), stat.st_size, stat.st_mtime_ns]
+        if bb.source == "checkpoint":  # the file's content: a --rerun of the pretraining rewrites the same path at the same step
+            fingerprint["checkpoint"] = file_sha256(bb.info["checkpoint"])
         if bb.source == "random-init":
             fingerprint["seed"] = cfg.train.seed
         # Under data parallelism each rank extracts a share of the features and all fit the same

@@ -497,7 +497,7 @@ def test_a_run_whose_study_overrides_changed_is_stale_and_never_skipped_as_compl
     status = capsys.readouterr().out
     assert re.search(r"net\s+stale: train\.max_steps: recorded 10, now 12", status)
 
-    with pytest.raises(ReprlabError, match=r"1 run\(s\) hold results of another config: net \(train\.max_steps: recorded 10, now 12\).*--rerun"):
+    with pytest.raises(ReprlabError, match=r"1 run\(s\) hold results of another config or input: net \(train\.max_steps: recorded 10, now 12\).*--rerun"):
         run_study(study, executor=RecordingLauncher())
     launcher = RecordingLauncher()
     assert run_study(study, rerun=True, out=io.StringIO(), executor=launcher) == 0

@@ -159,23 +159,19 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return descendant(parent, environ=(f"RANK={rank}".encode(), b"TORCHELASTIC_RESTART_COUNT=0"))
 
 
-def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_finishes_as_if_uninterrupted(tmp_path, data_root, cache_root):
+def _kill_rank_one_after_a_checkpoint(run: Path, min_step: int, killed: dict):
+    """torchrun's ``on_start``: SIGKILL rank 1 (by PID) once ``run`` has a checkpoint at ``min_step`` or later."""
     from reprlab.train.rundir import checkpoint_step
 
-    steps = ["train.max_steps=12", "train.checkpoint_every_steps=4", "train.log_every_steps=2"]
-    clean = torchrun(cli_train(tmp_path / "clean", data_root, cache_root, *steps), tmp_path, timeout=240)
-    assert clean.returncode == 0, clean.stdout[-2000:]
-    killed = {}
-
-    def kill_rank_one_after_a_checkpoint(proc):
-        last = tmp_path / "killed" / "r" / "checkpoints" / "last.pt"
+    def kill(proc):
+        last = run / "checkpoints" / "last.pt"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 step = checkpoint_step(last) if last.is_file() else 0
             except Exception:
                 step = 0  # being replaced
-            if step >= 4:
+            if step >= min_step:
                 pid = _rank_pid(proc.pid, 1)
                 if pid:
                     os.kill(pid, signal.SIGKILL)
@@ -183,7 +179,38 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_finishes_as_if_unint
                     return
             time.sleep(0.05)
 
-    res = torchrun(cli_train(tmp_path / "killed", data_root, cache_root, *steps), tmp_path, timeout=300, on_start=kill_rank_one_after_a_checkpoint, restarts=1)
+    return kill
+
+
+def test_a_rank_that_dies_without_restarts_is_named_by_the_survivor_and_in_result_json(tmp_path, data_root, cache_root):
+    killed: dict = {}
+    steps = ["train.max_steps=50", "train.checkpoint_every_steps=2", "train.log_every_steps=2"]
+    res = torchrun(cli_train(tmp_path, data_root, cache_root, *steps), tmp_path, timeout=240, on_start=_kill_rank_one_after_a_checkpoint(tmp_path / "r", 2, killed))
+    assert killed and res.returncode != 0, res.stdout[-3000:]
+    record = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("rank 1 died (signal 9)"), (record, res.stdout[-3000:])
+    assert "reprlab: error: rank 1 died (signal 9); the run stopped on every rank" in res.stdout, res.stdout[-3000:]
+    assert "Connection closed by peer" not in res.stdout, res.stdout[-3000:]
+
+
+def test_a_run_directory_in_use_stops_every_rank_with_the_same_line(tmp_path, data_root, cache_root):
+    from reprlab.io import FileLock
+
+    with FileLock(tmp_path / "r" / ".lock"):  # another process holds the run directory
+        res = torchrun(cli_train(tmp_path, data_root, cache_root, "train.max_steps=2"), tmp_path, timeout=120)
+    assert res.returncode != 0
+    line = f"reprlab: error: run directory {tmp_path / 'r'} is in use by another process"
+    assert res.stdout.count(line) == 2, res.stdout[-3000:]  # both ranks, the same line
+    assert "Connection closed by peer" not in res.stdout and "DistBackendError" not in res.stdout, res.stdout[-3000:]
+
+
+def test_a_killed_rank_is_restarted_by_torchrun_and_the_run_finishes_as_if_uninterrupted(tmp_path, data_root, cache_root):
+    steps = ["train.max_steps=12", "train.checkpoint_every_steps=4", "train.log_every_steps=2"]
+    clean = torchrun(cli_train(tmp_path / "clean", data_root, cache_root, *steps), tmp_path, timeout=240)
+    assert clean.returncode == 0, clean.stdout[-2000:]
+    killed: dict = {}
+    res = torchrun(cli_train(tmp_path / "killed", data_root, cache_root, *steps), tmp_path, timeout=300,
+                   on_start=_kill_rank_one_after_a_checkpoint(tmp_path / "killed" / "r", 4, killed), restarts=1)
     assert killed, "no checkpoint to kill after"
     assert res.returncode == 0, res.stdout[-3000:]
     assert "resuming" in res.stdout

@@ -119,7 +119,7 @@ def test_the_run_directory_is_printed_at_the_start_and_in_the_final_line(tmp_pat
     assert err[0] == f"reprlab: run directory {tmp_path / 'x'} (new run)"
 
 
-    monkeypatch.setattr("reprlab.train.task.execute", lambda cfg, kind, config_path=None, rerun=False: {"run": "x", "val": {"acc1": 1.0}})
+    monkeypatch.setattr("reprlab.train.task.execute", lambda cfg, kind, config_path=None, rerun=False, recipe=None: {"run": "x", "val": {"acc1": 1.0}})
     assert main(["train", f'run.out_dir="{tmp_path}"', 'run.name="x"']) == 0
     cap = capsys.readouterr()
     assert json.loads(cap.out)["val"] == {"acc1": 1.0}
@@ -174,3 +174,39 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_temp_file_and_keeps_the_last_one(
                 call()
             assert not [p.name for p in disk.iterdir() if ".tmp" in p.name]
         assert torch.load(disk / "last.pt", weights_only=False)["step"] == 1 and torch.load(disk / "best.pt", weights_only=False)["step"] == 1
+
+
+def test_a_resume_removes_the_temporary_file_of_a_writer_killed_mid_checkpoint(tmp_path, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    calls: list = []
+    with pytest.raises(ReprlabError):  # a partial run: last.pt at step 3
+        run_once(_cfg(tmp_path), "train", None, _body(calls, fail=ReprlabError("stopped")))
+    ckpt_dir = tmp_path / "x" / "checkpoints"
+    # a writer SIGKILLed inside atomic_write (its cleanup never runs): its temporary file stays
+    code = ("import sys, time\nfrom reprlab.io import atomic_write\nwith atomic_write(sys.argv[1]) as f:\n"
+            "    f.write(b'0' * 1000000); f.flush(); print('writing', flush=True); time.sleep(60)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    writer = subprocess.Popen([sys.executable, "-c", code, str(ckpt_dir / "last.pt")], stdout=subprocess.PIPE, env=env)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a writer that is still alive
+    try:
+        assert writer.stdout.readline() == b"writing\n"
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        orphan, busy = ckpt_dir / f".last.pt.tmp{writer.pid}", ckpt_dir / f".best.pt.tmp{live.pid}"
+        assert orphan.stat().st_size == 1000000
+        busy.write_bytes(b"x")
+        capsys.readouterr()
+        run_once(_cfg(tmp_path), "train", None, _body(calls))  # the same command: resumes, and cleans up
+        assert calls == ["x", "x"] and not orphan.exists() and busy.exists()
+        assert f"removed temporary files of a killed writer (checkpoints/.last.pt.tmp{writer.pid})" in capsys.readouterr().err
+    finally:
+        for p in (writer, live):
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+        if writer.stdout:
+            writer.stdout.close()
