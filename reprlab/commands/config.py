@@ -1,13 +1,15 @@
 """``reprlab config``: every config key with its default and its one-line documentation.
 
 ``reprlab config`` lists the keys of a supervised run; ``--method NAME`` those of a method
-(its ``[method]`` fields and its views); a prefix narrows the list to a section or key
-(``reprlab config optim``, ``reprlab config method --method byol``).
+(its ``[method]`` fields and its views, without the sections it does not read, such as a
+self-supervised method's ``[aug]``: :mod:`reprlab.config_keys`); a prefix narrows the list to a
+section or key (``reprlab config optim``, ``reprlab config method --method byol``).
 """
 
 from __future__ import annotations
 
 from reprlab.config import default_config, describe
+from reprlab.config_keys import is_under, unread_keys
 from reprlab.errors import ReprlabError
 
 NAME = "config"
@@ -46,7 +48,9 @@ def select(rows: list[tuple], prefix: str) -> list[tuple]:
 
 
 def run(args) -> int:
-    rows = select(describe(default_config(args.method)), args.prefix)
+    cfg = default_config(args.method)
+    unread = unread_keys(cfg, choices=False)  # every optimiser's and schedule's keys stay listed
+    rows = select([r for r in describe(cfg) if not is_under(r[0], unread)], args.prefix)
     width = max(len(r[0]) for r in rows)
     for key, default, comment in rows:
         print(f"{key:<{width}}  {_fmt(default):<24}  # {comment}")
