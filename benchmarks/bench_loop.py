@@ -87,7 +87,7 @@ def framework_loop(splits: Splits, width: int, batch: int, steps: int, augment: 
         torch.manual_seed(0)
         method = Timed(cfg, splits, torch.device("cpu"))
         method.eval_due = lambda epoch, last: False  # time the steps, not the final validation
-        fit(cfg, method, run, torch.device("cpu"))
+        fit(cfg, method, splits.train, run, torch.device("cpu"))
         run.unlock()
     return method.stamps
 

@@ -29,11 +29,12 @@ from reprlab.train.loop import train_step
 from reprlab.train.optim import build_optimizer, param_groups
 
 
-def build(name: str, width: int, batch: int, precision: str, device: torch.device):
-    cfg = load_config(f"configs/pretrain/{name}_cifar100.toml", [f"model.kwargs.width={width}", f"train.batch_size={batch}", f"train.precision={precision}"])
+def build(name: str, width: int, batch: int, precision: str, device: torch.device, overrides: tuple[str, ...] = ()):
+    """A function timing ``n`` steps of method ``name`` (its ``.method``: the method built)."""
+    cfg = load_config(f"configs/pretrain/{name}_cifar100.toml", [f"model.kwargs.width={width}", f"train.batch_size={batch}", f"train.precision={precision}", *overrides])
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g)
-    s = ImageSet(imgs, torch.zeros(batch, dtype=torch.long), ["x"])
+    s = ImageSet(imgs, torch.randint(0, 100, (batch,), generator=g), [str(i) for i in range(100)])  # CIFAR-100's classes (the online probe's)
     splits = Splits(s, s, None, "cifar100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), {})
     torch.manual_seed(0)
     method = METHODS.get(name)(cfg, splits, device).to(device)
@@ -59,6 +60,7 @@ def build(name: str, width: int, batch: int, precision: str, device: torch.devic
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / n
 
+    run.method = method
     return run, sum(p.numel() for _, p, _ in method.named_trainable()), len(method.views)
 
 

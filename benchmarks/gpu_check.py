@@ -177,7 +177,7 @@ def time_fit(cfg, task: str, splits: Splits, device: torch.device, log_every: in
 
         method.training_step = timed_step
         t0 = time.perf_counter()
-        fit(cfg, method, run, device)
+        fit(cfg, method, splits.train, run, device)
         _sync(device)
         wall = time.perf_counter() - t0
         run.unlock()

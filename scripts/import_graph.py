@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reprlab", "reprlab.errors", "reprlab.io", "reprlab.registry", "reprlab.result", "reprlab.schedules", "reprlab.runtime", "reprlab.distributed"),
     ("reprlab.report",),
     ("reprlab.data", "reprlab.augment", "reprlab.losses", "reprlab.models"),
-    ("reprlab.config",),
+    ("reprlab.config", "reprlab.config_keys"),
     ("reprlab.eval",),
     ("reprlab.methods",),
     ("reprlab.train",),

@@ -110,16 +110,21 @@ class ViewAugment:
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """images: uint8 (B,3,H,W) on any device. Returns float32 (B,3,size,size), normalised
         with mean/std, on the same device."""
+        # Views are computed in float32 whatever the caller's autocast: the blur's convolution
+        # would otherwise come back in bf16 and the ops mix dtypes (and lose colour precision).
+        with torch.autocast(images.device.type, enabled=False):
+            return self.view(images, generator)
+
+    def view(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """:meth:`__call__` without its autocast guard: for callers already outside autocast
+        (:class:`MultiView` switches it off once for all its crops)."""
         _check_images(images)
         gdev, idev = generator.device, images.device
         same_index = gdev.index is None or idev.index is None or gdev.index == idev.index
         if gdev.type != idev.type or not same_index:
             raise ReprlabError(f"view augment: generator is on {gdev}, expected the images' device {idev}")
         b, _, h, w = images.shape
-        # Views are computed in float32 whatever the caller's autocast: the blur's convolution
-        # would otherwise come back in bf16 and the ops mix dtypes (and lose colour precision).
-        with torch.autocast(images.device.type, enabled=False):
-            return self.apply(images, self.sample_params(b, h, w, generator))
+        return self.apply(images, self.sample_params(b, h, w, generator))
 
     def sample_params(
         self, batch: int, height: int, width: int, generator: torch.Generator
@@ -352,4 +357,6 @@ class MultiView:
         return sum(n == name for n, _ in self.layout)
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> list[Tensor]:
-        return [self.pipelines[name](images, generator) for name, _ in self.layout]
+        # float32 whatever the caller's autocast (see ViewAugment.__call__): one switch for all crops
+        with torch.autocast(images.device.type, enabled=False):
+            return [self.pipelines[name].view(images, generator) for name, _ in self.layout]

@@ -82,11 +82,12 @@ def task_config(args: argparse.Namespace, kind: str | Callable[[Config], str], e
 def execute_task(args: argparse.Namespace, cfg: Config, kind: str) -> int:
     """``--print-config``: print ``cfg``; else run it (:func:`reprlab.train.task.execute`), print
     the result's headline and, last, the run directory."""
-    from reprlab.config import dumps_toml, to_dict
+    from reprlab.config import dumps_toml
+    from reprlab.config_keys import read_dict
     from reprlab.train import task
 
     if args.print_config:
-        print(dumps_toml(to_dict(cfg)), end="")
+        print(dumps_toml(read_dict(cfg)), end="")  # what the run's config.toml will hold
         return 0
     result = task.execute(cfg, kind, args.config, rerun=args.rerun, recipe=getattr(args, "recipe", None))
     from reprlab import distributed

@@ -1,17 +1,19 @@
 """``reprlab config``: every config key with its default and its one-line documentation.
 
 ``reprlab config`` lists the keys of a supervised run; ``--method NAME`` those of a method
-(its ``[method]`` fields and its views); a prefix narrows the list to a section or key
-(``reprlab config optim``, ``reprlab config views.local --method dino``). ``reprlab config method
---method NAME`` ends with the method's views; ``reprlab config views`` prints the views every
-method accepts and the crop counts it can use from each (``--method NAME``: one method), from
-the declarations in ``reprlab/methods/configs.py`` (``view_rules``). ``reprlab config published``
-lists the published numbers the report sets ours beside.
+(its ``[method]`` fields and its views, without the sections it does not read, such as a
+self-supervised method's ``[aug]``: :mod:`reprlab.config_keys`); a prefix narrows the list to a
+section or key (``reprlab config optim``, ``reprlab config views.local --method dino``).
+``reprlab config method --method NAME`` ends with the method's views; ``reprlab config views``
+prints the views every method accepts and the crop counts it can use from each (``--method
+NAME``: one method), from the declarations in ``reprlab/methods/configs.py`` (``view_rules``).
+``reprlab config published`` lists the published numbers the report sets ours beside.
 """
 
 from __future__ import annotations
 
 from reprlab.config import default_config, describe, method_config_class
+from reprlab.config_keys import is_under, unread_keys
 from reprlab.errors import ReprlabError
 from reprlab.registry import METHOD_CONFIGS
 
@@ -82,7 +84,9 @@ def run(args) -> int:
         print("(each view's fields: reprlab config views.NAME --method METHOD)")
         return 0
     method = args.method or "supervised"
-    rows = select(describe(default_config(method)), args.prefix)
+    cfg = default_config(method)
+    unread = unread_keys(cfg, choices=False)  # every optimiser's and schedule's keys stay listed
+    rows = select([r for r in describe(cfg) if not is_under(r[0], unread)], args.prefix)
     width = max(len(r[0]) for r in rows)
     for key, default, comment in rows:
         print(f"{key:<{width}}  {_fmt(default):<24}  # {comment}")

@@ -7,6 +7,7 @@ applied here, once, for every dataset alike.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from reprlab.data.splits import nested_fraction, stratified_split
@@ -65,5 +66,5 @@ def _cifar100(cfg) -> Splits:
     if cfg.resolution != 32:
         from reprlab.data.device import resize_uint8
 
-        train, val, test = (s.__class__(resize_uint8(s.images, cfg.resolution), *list(vars(s).values())[1:]) for s in (train, val, test))
+        train, val, test = (replace(s, images=resize_uint8(s.images, cfg.resolution)) for s in (train, val, test))
     return Splits(train, val, test, "cifar100", cifar.MEAN, cifar.STD, info)

@@ -45,6 +45,7 @@ class BarlowTwins(SSLMethod):
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method
         x = torch.cat(self.views(images, generator))
-        z1, z2 = self.projector(self.encode(x)).float().chunk(2)
+        h = self.encode(x)
+        z1, z2 = self.projector(h).float().chunk(2)
         loss = barlow_twins_loss(z1, z2, m.lambd, m.scale_loss, all_reduce=distributed.all_reduce_sum)
-        return loss, {}
+        return loss, self.online_probe_step(h, labels)

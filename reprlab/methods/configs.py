@@ -84,12 +84,15 @@ class SSLConfig(MethodConfig):
     knn_temperature: float = 0.1  # kNN monitor: similarity temperature
     knn_every_epochs: int = 5  # kNN monitor on the CIFAR-100 validation split every this many epochs
     knn_bank_size: int = 0  # kNN monitor: training images in the memory bank (evenly strided); 0 = all
+    online_probe: bool = True  # online linear probe on the detached features of the first view (online/val_acc1; labels of the pretraining set)
+    online_probe_lr: float = 0.1  # online probe: its own SGD's learning rate (momentum 0.9, constant, no weight decay)
 
     def validate(self) -> None:
         check(self, "knn_k", self.knn_k >= 1, ">= 1")
         check(self, "knn_temperature", self.knn_temperature > 0, "> 0")
         check(self, "knn_every_epochs", self.knn_every_epochs >= 0, ">= 0")
         check(self, "knn_bank_size", self.knn_bank_size >= 0, ">= 0")
+        check(self, "online_probe_lr", self.online_probe_lr > 0, "> 0")
         if hasattr(self, "momentum"):  # an EMA momentum (BYOL, MoCo, DINO): every value it takes in [0, 1]
             check(self, "momentum", all(0.0 <= v <= 1.0 for v in all_values(self.momentum)), "values in [0, 1] (1 = the target never moves)")
 

@@ -34,7 +34,6 @@ images, solarisation 0.2 on the second global crop.
 
 from __future__ import annotations
 
-
 import torch
 
 from reprlab import distributed
@@ -43,6 +42,7 @@ from reprlab.methods.base import register_method
 from reprlab.methods.configs import DINOConfig
 from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import DINOHead
+from reprlab.models.momentum import ema_update_, momentum_copy
 
 
 @register_method("dino")
@@ -50,13 +50,13 @@ class DINO(SSLMethod):
     Config = DINOConfig
     probe_backbone = "teacher_backbone"  # the paper evaluates the teacher
 
-
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)
         m = cfg.method
         self.head = DINOHead(self.backbone.num_features, m.proj_hidden_dim, m.bottleneck_dim, m.out_dim, m.head_layers, m.head_batch_norm)
-        self.teacher_backbone = self.momentum_target(self.backbone)
-        self.teacher_head = self.momentum_target(self.head)
+        # the teacher: a frozen copy of the student, its EMA (after_optimizer_step)
+        self.teacher_backbone = momentum_copy(self.backbone)
+        self.teacher_head = momentum_copy(self.head)
         self.register_buffer("center", torch.zeros(1, m.out_dim))
         # Global crops are the largest ones (the teacher sees only those), declared first: the
         # config's view rules (DINOConfig.view_rules) guarantee two of them, then smaller local ones.
@@ -66,7 +66,8 @@ class DINO(SSLMethod):
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method
         crops = self.views(images, generator)
-        student = self.head(torch.cat(self.encode_crops(crops))).float().chunk(len(crops))
+        h = self.encode_crops(crops)
+        student = self.head(torch.cat(h)).float().chunk(len(crops))
         with torch.no_grad():
             teacher = self.teacher_head(self.encode(torch.cat(crops[: self.n_global]), self.teacher_backbone)).float()
         tau_t = ctx.value(m.teacher_temperature)
@@ -77,8 +78,14 @@ class DINO(SSLMethod):
             self.center.copy_(dino_center_update(self.center, teacher, m.center_momentum, all_reduce=distributed.all_reduce_sum))
         loss = ce - entropy  # KL(P_t || P_s): the cross-entropy's gradient, without the teacher's moving entropy
         extra = {"cross_entropy": ce.detach(), "teacher_entropy": entropy}
-        return loss, {**extra, "teacher_temperature": tau_t, "momentum": ctx.value(m.momentum)}
+        return loss, {**extra, "teacher_temperature": tau_t, "momentum": ctx.value(m.momentum), **self.online_probe_step(h[0], labels)}
 
     def before_optimizer_step(self, ctx):
         if ctx.epoch < self.cfg.method.freeze_last_layer_epochs:
             self.head.last_layer.weight.grad = None  # no update at all: no step, no decay, no momentum
+
+    def after_optimizer_step(self, ctx):
+        # The teacher moves after the student's step, towards it, at the scheduled momentum.
+        m = ctx.value(self.cfg.method.momentum)
+        ema_update_(self.teacher_backbone, self.backbone, m)
+        ema_update_(self.teacher_head, self.head, m)

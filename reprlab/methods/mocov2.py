@@ -21,7 +21,6 @@ shuffled BN (a multi-GPU device against BN leaking the positive through batch st
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -31,19 +30,20 @@ from reprlab.methods.base import register_method
 from reprlab.methods.configs import MoCoV2Config
 from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
+from reprlab.models.momentum import ema_update_, momentum_copy
 
 
 @register_method("mocov2")
 class MoCoV2(SSLMethod):
     Config = MoCoV2Config
 
-
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)
         m = cfg.method
         self.projector = ProjectionHead(self.backbone.num_features, m.proj_hidden_dim, m.proj_out_dim, 2, batch_norm=False)
-        self.target_backbone = self.momentum_target(self.backbone)
-        self.target_projector = self.momentum_target(self.projector)
+        # the key encoder: a frozen copy of the query encoder, its EMA (after_optimizer_step)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)
         self.register_buffer("queue", F.normalize(torch.randn(m.queue_size, m.proj_out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # row the next key goes to
         self._keys: torch.Tensor | None = None  # this step's keys, enqueued after the optimiser step
@@ -51,7 +51,8 @@ class MoCoV2(SSLMethod):
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method
         x = torch.cat(self.views(images, generator))
-        q1, q2 = self.projector(self.encode(x)).float().chunk(2)
+        h = self.encode(x)
+        q1, q2 = self.projector(h).float().chunk(2)
         with torch.no_grad():
             k1, k2 = F.normalize(self.target_projector(self.encode(x, self.target_backbone)).float(), dim=1).chunk(2)
         if m.symmetric:
@@ -60,12 +61,16 @@ class MoCoV2(SSLMethod):
         else:
             loss = moco_infonce(q1, k2, self.queue, m.temperature)
             self._keys = k2
-        return loss, {"momentum": ctx.value(m.momentum)}
+        return loss, {"momentum": ctx.value(m.momentum), **self.online_probe_step(h, labels)}
 
     def after_optimizer_step(self, ctx) -> None:
-        super().after_optimizer_step(ctx)  # the key encoder's EMA step
+        # The key encoder moves after the query encoder's step, towards it, at the scheduled momentum.
+        m = ctx.value(self.cfg.method.momentum)
+        ema_update_(self.target_backbone, self.backbone, m)
+        ema_update_(self.target_projector, self.projector, m)
         # The queue changes only now: this step's loss used it as it was (its keys are the
-        # positives, not negatives), and backward needed it unchanged.
+        # positives, not negatives), backward needed it unchanged, and an fp16-skipped step
+        # (no call of this hook) leaves it as it was.
         if self._keys is not None:
             self.enqueue(distributed.gather_nograd(self._keys))
             self._keys = None

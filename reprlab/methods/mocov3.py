@@ -20,7 +20,6 @@ solo-learn's LARS clips the adapted lr at the global one; the recipe does too (o
 
 from __future__ import annotations
 
-
 import torch
 
 from reprlab import distributed
@@ -29,28 +28,36 @@ from reprlab.methods.base import register_method
 from reprlab.methods.configs import MoCoV3Config
 from reprlab.methods.ssl import SSLMethod
 from reprlab.models.heads import ProjectionHead
+from reprlab.models.momentum import ema_update_, momentum_copy
 
 
 @register_method("mocov3")
 class MoCoV3(SSLMethod):
     Config = MoCoV3Config
 
-
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)
         m = cfg.method
         self.projector = ProjectionHead(self.backbone.num_features, m.proj_hidden_dim, m.proj_out_dim, m.proj_layers, last_batch_norm=True)
         self.predictor = ProjectionHead(m.proj_out_dim, m.pred_hidden_dim, m.proj_out_dim, 2)
-        self.target_backbone = self.momentum_target(self.backbone)
-        self.target_projector = self.momentum_target(self.projector)
+        # the key encoder: a frozen copy of backbone and projector, their EMA (after_optimizer_step)
+        self.target_backbone = momentum_copy(self.backbone)
+        self.target_projector = momentum_copy(self.projector)
 
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method
         x = torch.cat(self.views(images, generator))
-        q1, q2 = self.predictor(self.projector(self.encode(x))).float().chunk(2)
+        h = self.encode(x)
+        q1, q2 = self.predictor(self.projector(h)).float().chunk(2)
         with torch.no_grad():
             k1, k2 = self.target_projector(self.encode(x, self.target_backbone)).float().chunk(2)
             k1, k2 = distributed.gather_nograd(k1), distributed.gather_nograd(k2)
         offset = distributed.rank() * q1.shape[0]  # where this rank's keys start in the gathered ones
         loss = mocov3_loss(q1, k2, m.temperature, offset) + mocov3_loss(q2, k1, m.temperature, offset)
-        return loss, {"momentum": ctx.value(m.momentum)}
+        return loss, {"momentum": ctx.value(m.momentum), **self.online_probe_step(h, labels)}
+
+    def after_optimizer_step(self, ctx):
+        # The key encoder moves after the query encoder's step, towards it, at the scheduled momentum.
+        m = ctx.value(self.cfg.method.momentum)
+        ema_update_(self.target_backbone, self.backbone, m)
+        ema_update_(self.target_projector, self.projector, m)

@@ -30,8 +30,8 @@ class SimCLR(SSLMethod):
 
     def training_step(self, images, labels, generator, ctx):
         v1, v2 = self.views(images, generator)
-        z = self.projector(self.encode(torch.cat([v1, v2])))
-        z1, z2 = z.float().chunk(2)
+        h = self.encode(torch.cat([v1, v2]))
+        z1, z2 = self.projector(h).float().chunk(2)
         # under data parallelism every other rank's views are extra negatives (gradients flow back)
         gather = distributed.gather_others if distributed.is_distributed() else None
-        return nt_xent(z1, z2, self.cfg.method.temperature, gather=gather), {}
+        return nt_xent(z1, z2, self.cfg.method.temperature, gather=gather), self.online_probe_step(h, labels)

@@ -49,10 +49,11 @@ class SimSiam(SSLMethod):
     def training_step(self, images, labels, generator, ctx):
         # Both views in one forward (BatchNorm sees the 2B crops as one batch, the repository's
         # convention for equal-size crops); the paper forwards each view separately.
-        z = self.projector(self.encode(torch.cat(self.views(images, generator))))
+        h = self.encode(torch.cat(self.views(images, generator)))
+        z = self.projector(h)
         p1, p2 = self.predictor(z).float().chunk(2)
         z1, z2 = z.float().chunk(2)
         loss = simsiam_loss(p1, p2, z1, z2)  # stop-gradient on z1, z2 inside
         with torch.no_grad():
             z_std = F.normalize(z1, dim=1).std(dim=0).mean()
-        return loss, {"z_std": z_std}
+        return loss, {"z_std": z_std, **self.online_probe_step(h, labels)}

@@ -8,7 +8,6 @@ crop + flip, optional RandAugment and random erasing, CutMix/Mixup with soft tar
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +40,7 @@ class Supervised(Method):
             self.backbone.reset_classifier(num_classes)
             self.mean, self.std = stats_tensors(backbone.mean, backbone.std, device)
             self.input_size = cfg.eval.resolution or backbone.input_size
-        object.__setattr__(self, "_forward", self.backbone)  # out of the module tree (see SSLMethod)
+        self.compiled_backbone = None  # model.compile: a function, out of the module tree (see SSLMethod)
         head_ids = {id(p) for p in self.backbone.get_classifier().parameters()}
         self._head_ids = head_ids
         if mode == "head":
@@ -63,7 +62,7 @@ class Supervised(Method):
             self.backbone.eval()  # frozen means frozen: BN running statistics do not move either
 
     def compile(self) -> None:
-        object.__setattr__(self, "_forward", torch.compile(self.backbone))
+        self.compiled_backbone = torch.compile(self.backbone.forward)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return prepare_batch(x, self.mean, self.std, self.input_size, self.cfg.model.channels_last)
@@ -82,7 +81,7 @@ class Supervised(Method):
             x, target = self.mix(x, labels, generator)
         else:
             target = labels
-        logits = self._forward(x)
+        logits = (self.compiled_backbone or self.backbone)(x)
         if self.mix_active:
             loss = soft_cross_entropy(logits.float(), target)
         else:
@@ -101,7 +100,7 @@ class Supervised(Method):
         out = []
         for sl in iterate_eval(images, self.cfg.train.eval_batch_size):
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
-                out.append(self._forward(self._prepare(images[sl])).float())
+                out.append((self.compiled_backbone or self.backbone)(self._prepare(images[sl])).float())
         self.train(was_training)
         return distributed.gather_rows(torch.cat(out), n)  # the identity in one process
 

@@ -28,7 +28,6 @@ from but not assigned, as the paper's local crops are.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,7 +46,6 @@ N_ASSIGN = 2  # crops whose codes are predicted (the global crops)
 class SwAV(SSLMethod):
     Config = SwAVConfig
 
-
     def __init__(self, cfg, splits, device) -> None:
         super().__init__(cfg, splits, device)
         m = cfg.method
@@ -56,6 +54,7 @@ class SwAV(SSLMethod):
         self._normalize_prototypes()
         rows = m.queue_size // distributed.world_size()
         self.register_buffer("queue", torch.zeros(N_ASSIGN, rows, m.proj_out_dim))  # newest first
+        self._enqueue: torch.Tensor | None = None  # this step's projections, queued after the optimiser step
 
     @torch.no_grad()
     def _normalize_prototypes(self) -> None:
@@ -88,12 +87,13 @@ class SwAV(SSLMethod):
     def training_step(self, images, labels, generator, ctx):
         crops = self.views(images, generator)
         batch = images.shape[0]
-        z = F.normalize(self.projector(torch.cat(self.encode_crops(crops))).float(), dim=1)
+        h = self.encode_crops(crops)
+        z = F.normalize(self.projector(torch.cat(h)).float(), dim=1)
         scores = self.scores(z).chunk(len(crops))
         codes = self.assign([s.detach() for s in scores[:N_ASSIGN]], ctx)
         if self.queue.shape[1] > 0:  # enqueued after the optimiser step (not on an fp16-skipped one)
-            self._pending = z[: N_ASSIGN * batch].detach().view(N_ASSIGN, batch, -1)
-        return swav_loss(scores, codes, self.cfg.method.temperature, tuple(range(N_ASSIGN))), {}
+            self._enqueue = z[: N_ASSIGN * batch].detach().view(N_ASSIGN, batch, -1)
+        return swav_loss(scores, codes, self.cfg.method.temperature, tuple(range(N_ASSIGN))), self.online_probe_step(h[0], labels)
 
     def rank_state(self):
         return {"queue": self.queue}  # each rank queues its own projections (queue_size / world rows)
@@ -103,9 +103,8 @@ class SwAV(SSLMethod):
             self.prototypes.weight.grad = None  # no update at all: no step, no decay, no momentum
 
     def after_optimizer_step(self, ctx):
-        super().after_optimizer_step(ctx)
-        new, self._pending = getattr(self, "_pending", None), None
-        if new is not None:
-            self.queue.copy_(torch.cat([new, self.queue], dim=1)[:, : self.queue.shape[1]])
+        if self._enqueue is not None:
+            self.queue.copy_(torch.cat([self._enqueue, self.queue], dim=1)[:, : self.queue.shape[1]])
+            self._enqueue = None
         if ctx.epoch >= self.cfg.method.freeze_prototypes_epochs:  # frozen rows are already unit
             self._normalize_prototypes()

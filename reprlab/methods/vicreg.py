@@ -46,8 +46,9 @@ class VICReg(SSLMethod):
     def training_step(self, images, labels, generator, ctx):
         m = self.cfg.method
         x = torch.cat(self.views(images, generator))
-        z1, z2 = self.projector(self.encode(x)).float().chunk(2)
+        h = self.encode(x)
+        z1, z2 = self.projector(h).float().chunk(2)
         invariance = (z1 - z2).pow(2).mean()  # local: a per-sample term
         terms = vicreg_loss(distributed.gather(z1), distributed.gather(z2), m.sim_coeff, m.std_coeff, m.cov_coeff)
         loss = m.sim_coeff * invariance + m.std_coeff * terms.variance + m.cov_coeff * terms.covariance
-        return loss, {"invariance": invariance.detach(), "variance": terms.variance.detach(), "covariance": terms.covariance.detach()}
+        return loss, {"invariance": invariance.detach(), "variance": terms.variance.detach(), "covariance": terms.covariance.detach(), **self.online_probe_step(h, labels)}

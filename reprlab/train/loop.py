@@ -26,6 +26,7 @@ import torch
 
 from reprlab import distributed
 from reprlab.config import Config, to_dict
+from reprlab.data.types import ImageSet
 from reprlab.data.device import epoch_order
 from reprlab.errors import NonFiniteLossError, ReprlabError
 from reprlab.methods.base import Method, StepContext
@@ -56,17 +57,17 @@ class FitResult:
     segments: list = field(default_factory=list)  # one {from_step, to_step, wall_s, train_s, images} per process that ran it
 
 
-def fit(cfg: Config, method: Method, run: RunDir, device: torch.device) -> FitResult:
-    """Train ``method`` on ``method.splits.train`` under ``cfg``; resumes from ``run.last``."""
-    return _Fit(cfg, method, run, device).run()
+def fit(cfg: Config, method: Method, train: ImageSet, run: RunDir, device: torch.device) -> FitResult:
+    """Train ``method`` on ``train`` under ``cfg``; resumes from ``run.last``."""
+    return _Fit(cfg, method, train, run, device).run()
 
 
 class _Fit:
     """One call of :func:`fit`, in the order it happens: the run's shape (steps, each rank's
     slice of the global batch), the data on the device, the model and its optimiser, the resume
-    from ``last.pt``, the wrappers (compile, DDP); then the steps, with a logging interval
-    (:meth:`log_interval`) every ``train.log_every_steps`` and the end of an epoch
-    (:meth:`end_of_epoch`: validation, ``last.pt``, ``best.pt``).
+    from ``last.pt``, the wrappers (compile, DDP); then the steps (:meth:`run`: one step on one
+    screen), with a logging interval (:meth:`log_interval`) every ``train.log_every_steps`` and
+    the end of an epoch (:meth:`end_of_epoch`: validation, ``last.pt``, ``best.pt``).
 
     Under data parallelism every rank runs all of it on its own slice; rank 0 alone writes
     (metrics, checkpoints), and each checkpoint holds every rank's generator states.
@@ -74,10 +75,10 @@ class _Fit:
 
     # ---- setup: the run's shape, data, model, optimiser ------------------------------------
 
-    def __init__(self, cfg: Config, method: Method, run: RunDir, device: torch.device) -> None:
+    def __init__(self, cfg: Config, method: Method, train: ImageSet, run: RunDir, device: torch.device) -> None:
         self.cfg, self.method, self.run_dir, self.device = cfg, method, run, device
         tc = cfg.train
-        self.n = len(method.splits.train)
+        self.n = len(train)
         self.batch = tc.batch_size  # the global batch: each of the world's ranks takes batch / world of it
         self.world, self.rank = distributed.world_size(), distributed.rank()
         if (error := batch_split_error(self.batch, self.world)) is not None:
@@ -94,8 +95,8 @@ class _Fit:
         self.amp_dtype = resolve_precision(tc.precision, device)
 
         # Data lives on the device as uint8 for the whole run.
-        self.images = method.splits.train.images.to(device, non_blocking=True)
-        self.labels = method.splits.train.labels.to(device, non_blocking=True)
+        self.images = train.images.to(device, non_blocking=True)
+        self.labels = train.labels.to(device, non_blocking=True)
 
         method.to(device)
         if cfg.model.channels_last:
@@ -117,14 +118,14 @@ class _Fit:
             self.resume()
         if cfg.model.compile:
             method.compile()
-        self.forward = method.training_step
+        self.ddp = None  # under data parallelism, the method wrapped in DDP: the step calls it instead
         if self.world > 1:
             # Gradients averaged over ranks by PyTorch's DDP (bucketed, overlapped with backward).
             # Buffers are not broadcast per step: they are equal on every rank by construction
             # (same seed; queues and centres are updated from gathered values).
             from torch.nn.parallel import DistributedDataParallel
 
-            self.forward = DistributedDataParallel(method, forward_sync_buffers=False)
+            self.ddp = DistributedDataParallel(method, forward_sync_buffers=False)
         self.logger = MetricsLogger(run, self.resumed_from) if self.rank == 0 else _NoLogger()
 
     # ---- resume ------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ class _Fit:
         """Continue from ``last.pt``: weights, optimiser, scaler, this rank's generator and RNG
         states, the step and the best-on-val record."""
         run, world, rank = self.run_dir, self.world, self.rank
-        ckpt = _load_checkpoint(run.last)
+        ckpt = load_checkpoint(run.last)  # unreadable: a one-line error naming the file
         if ckpt.get("world_size", 1) != world:
             raise ReprlabError(f"{run.last} was written by a run on {ckpt.get('world_size', 1)} process(es); resume it on the same number (this is {world}), or --rerun")
         own = ckpt["ranks"][rank] if world > 1 else ckpt
@@ -147,7 +148,7 @@ class _Fit:
         self.segments = ckpt.get("segments", [])
         self.resumed_from = self.step
         if rank == 0 and self.best["step"] == self.step and checkpoint_step(run.best) != self.step:
-            copy_atomic(run.last, run.best)  # killed between writing last.pt and best.pt
+            atomic_copy(run.last, run.best)  # killed between writing last.pt and best.pt
         if rank == 0:
             print(f"resuming {run.path} from step {self.step}", file=sys.stderr)
 
@@ -193,64 +194,67 @@ class _Fit:
     # ---- the steps ---------------------------------------------------------------------------
 
     def run(self) -> FitResult:
-        tc, method = self.cfg.train, self.method
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)) if self.amp_dtype else contextlib.nullcontext
-        self.bar = _progress(tc.progress and self.rank == 0, self.total_steps, self.step, self.batch)
-        self.losses: list[torch.Tensor] = []
-        self.extras: dict[str, list] = {}  # the method's extra scalars of the interval, by key
+        """The steps. One step: this rank's indices of the epoch's permutation, the schedules'
+        values at this step into the optimiser, one update (:func:`train_step`); the loss and
+        the method's scalars wait on the device until the logging interval ends."""
+        cfg, method, optimizer, steps_per_epoch = self.cfg, self.method, self.optimizer, self.steps_per_epoch
+        autocast = (lambda: torch.autocast(self.device.type, dtype=self.amp_dtype)) if self.amp_dtype else contextlib.nullcontext
+        bar = _progress(cfg.train.progress and self.rank == 0, self.total_steps, self.step, self.batch)
+        losses: list[torch.Tensor] = []
+        extras: dict[str, list] = {}  # the method's extra scalars of the interval, by key
         self.t_start, self.t_imgs, self.t_paused = time.perf_counter(), 0, 0.0  # paused: evaluation and checkpoint time
         method.set_train_mode()
         order = None
         try:
             while self.step < self.total_steps:
-                epoch, pos = divmod(self.step, self.steps_per_epoch)
+                step = self.step
+                epoch, pos = divmod(step, steps_per_epoch)
                 if order is None or pos == 0:
-                    order = epoch_order(self.n, tc.seed, epoch).to(self.device)
-                self.train_one_step(order, pos)
-                end_of_epoch = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
-                if self.step % self.log_every == 0 or end_of_epoch:
-                    self.log_interval()
+                    order = epoch_order(self.n, cfg.train.seed, epoch).to(self.device)
+                start = pos * self.batch + self.rank * self.local  # this rank's slice of the global batch
+                idx = order[start : start + self.local]
+                factor = lr_factor(step, self.total_steps, steps_per_epoch, cfg.schedule)
+                wd = value_at(self.wd, step, self.total_steps, steps_per_epoch) if self.wd_scheduled else None
+                for g in optimizer.param_groups:
+                    g["lr"] = cfg.optim.lr * g["lr_mult"] * factor
+                    if wd is not None and not g["lars_exclude"]:
+                        g["weight_decay"] = wd
+                ctx = StepContext(step, self.total_steps, steps_per_epoch)
+                loss, extra = train_step(method, optimizer, self.scaler, self.images[idx], self.labels[idx], self.aug_gen, ctx, cfg.optim.grad_clip, autocast, self.ddp)
+                losses.append(loss.detach())
+                for k, v in extra.items():
+                    extras.setdefault(k, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
+                self.step = step = step + 1
+                self.t_imgs += self.batch
+                if bar is not None:
+                    bar.update(1)
+                end_of_epoch = step % steps_per_epoch == 0 or step == self.total_steps
+                if step % self.log_every == 0 or end_of_epoch:
+                    row = self.log_interval(losses, extras, cfg.optim.lr * factor, wd)
+                    losses, extras = [], {}
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
                     if end_of_epoch:
                         with self.paused():
                             self.end_of_epoch()
-                    elif self.ckpt_every and self.step % self.ckpt_every == 0:
+                    elif self.ckpt_every and step % self.ckpt_every == 0:
                         with self.paused():
                             self.checkpoint(self.run_dir.last)
         finally:
-            if self.bar is not None:
-                self.bar.close()
+            if bar is not None:
+                bar.close()
             self.logger.close()
         distributed.barrier()  # rank 0's last.pt and best.pt are on disk before any rank reads them
         return self.result()
 
-    def train_one_step(self, order: torch.Tensor, pos: int) -> None:
-        """The schedules' values at this step, one update on this rank's slice of the global batch."""
-        cfg, step = self.cfg, self.step
-        start = pos * self.batch + self.rank * self.local  # this rank's slice of the global batch
-        idx = order[start : start + self.local]
-        ctx = StepContext(step, self.total_steps, self.steps_per_epoch)
-        self.factor = lr_factor(step, self.total_steps, self.steps_per_epoch, cfg.schedule)
-        self.wd_now = value_at(self.wd, step, self.total_steps, self.steps_per_epoch) if self.wd_scheduled else None
-        for g in self.optimizer.param_groups:
-            g["lr"] = cfg.optim.lr * g["lr_mult"] * self.factor
-            if self.wd_now is not None and not g["lars_exclude"]:
-                g["weight_decay"] = self.wd_now
-        loss, extra = train_step(self.method, self.optimizer, self.scaler, self.images[idx], self.labels[idx], self.aug_gen, ctx, cfg.optim.grad_clip, self.autocast, self.forward)
-        self.losses.append(loss.detach())
-        for k, v in extra.items():
-            self.extras.setdefault(k, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
-        self.step += 1
-        self.t_imgs += self.batch
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def log_interval(self) -> None:
-        """Bring the interval's losses to the host, stop on a non-finite one, log the means.
+    def log_interval(self, losses: list[torch.Tensor], extras: dict[str, list], lr: float, wd: float | None) -> dict:
+        """Bring the interval's losses to the host, stop on a non-finite one, log the means
+        (``lr`` and the scheduled weight decay ``wd``: their values at the interval's last step).
 
         One host sync per logging interval: the losses of the interval (and the method's extra
         scalars) come to the host together, so a NaN is reported with its exact step and no
         checkpoint is written after it."""
-        step, steps_per_epoch, losses, extras = self.step, self.steps_per_epoch, self.losses, self.extras
+        step, steps_per_epoch = self.step, self.steps_per_epoch
         tensor_keys = [k for k, vs in extras.items() if isinstance(vs[0], torch.Tensor)]
         # Under data parallelism the logged values are means over ranks, so every rank
         # sees the same numbers (a non-finite loss stops all of them at the same step).
@@ -264,19 +268,17 @@ class _Fit:
                 f"non-finite loss at step {bad} (epoch {(bad - 1) // steps_per_epoch + 1}); "
                 f"stopped; last good checkpoint kept at {last if last.is_file() else 'none (no checkpoint yet)'}"
             )
-        row = {"train/loss": sum(interval) / len(interval), "lr": self.cfg.optim.lr * self.factor}
+        row = {"train/loss": sum(interval) / len(interval), "lr": lr}
         for k, vs in zip(tensor_keys, host[1:]):
             row[f"train/{k}"] = sum(vs) / len(vs)
         for k, vs in extras.items():
             if k not in tensor_keys:
                 row[f"train/{k}"] = sum(vs) / len(vs)
-        if self.wd_scheduled:
-            row["train/weight_decay"] = self.wd_now
+        if wd is not None:
+            row["train/weight_decay"] = wd
         elapsed = time.perf_counter() - self.t_start - self.t_paused
         self.logger.log(step, step / steps_per_epoch, row, {"perf/img_per_s": self.t_imgs / max(elapsed, 1e-9)})
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{row['train/loss']:.3f}", refresh=False)
-        self.losses, self.extras = [], {}
+        return row
 
     def end_of_epoch(self) -> None:
         """Validation (when due), then ``last.pt``, then ``best.pt`` when the selection metric improved."""
@@ -295,7 +297,7 @@ class _Fit:
         # best record points at its own step, and resuming restores best.pt from it.
         self.checkpoint(self.run_dir.last)
         if improved and self.rank == 0:
-            copy_atomic(self.run_dir.last, self.run_dir.best)
+            atomic_copy(self.run_dir.last, self.run_dir.best)  # written whole or not at all
 
     def result(self) -> FitResult:
         segments = self.segments + [self.segment()]
@@ -313,13 +315,14 @@ class _Fit:
         )
 
 
-def train_step(method: Method, optimizer, scaler, images, labels, generator, ctx: StepContext, grad_clip: float = 0.0, autocast=contextlib.nullcontext, forward=None):
+def train_step(method: Method, optimizer, scaler, images, labels, generator, ctx: StepContext, grad_clip: float = 0.0, autocast=contextlib.nullcontext, ddp=None):
     """One update, with the method's hooks at their fixed points; returns (loss, extra scalars).
 
-    ``forward`` is ``method.training_step`` or, under data parallelism, the method wrapped in
-    ``DistributedDataParallel`` (whose backward averages the gradients over ranks)."""
+    Under data parallelism ``ddp`` is the method wrapped in ``DistributedDataParallel``: the
+    step calls it (its ``forward`` is ``training_step``) so that backward averages the
+    gradients over ranks."""
     with autocast():
-        loss, extra = (forward or method.training_step)(images, labels, generator, ctx)
+        loss, extra = ddp(images, labels, generator, ctx) if ddp is not None else method.training_step(images, labels, generator, ctx)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)  # a no-op without fp16 loss scaling; hooks and clipping see true gradients
@@ -357,13 +360,6 @@ def method_meta(method: Method, cfg: Config) -> dict:
             "max_steps": cfg.train.max_steps or None, "config_hash": config_hash(cfg), "via": [],
         },
     }
-
-
-# The loop's checkpoint helpers are the run directory's (reprlab.train.rundir, on reprlab.io):
-# one atomic copy, one checkpoint reader and one step reader (``checkpoint_step``, imported
-# above) for the whole package.
-copy_atomic = atomic_copy  # best.pt as a copy of last.pt: written whole or not at all
-_load_checkpoint = load_checkpoint  # an unreadable checkpoint is a one-line error naming the file
 
 
 def _sync_bn(setting: str, method: Method) -> bool:

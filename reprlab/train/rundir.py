@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.config import Config, dumps_toml, flatten, to_dict
+from reprlab.config_keys import is_under, read_dict, unread_keys
 from reprlab.errors import ReprlabError
 from reprlab.inputs import INPUTS_FILE, describe_input_differences, input_differences, read_inputs
 # the one set of atomic writers; re-exported here for the code that imported them from this module
@@ -85,11 +86,15 @@ def config_differences(recorded: dict, cfg: Config) -> list[tuple[str, Any, Any]
     """(key, recorded value, value now) for every config key on which ``recorded`` (a parsed
     config.toml) and ``cfg`` disagree, in key order.
 
-    Ignored: :data:`VOLATILE_KEYS`, and keys the recorded config lacks whose value now is the
-    field's default (keys added to reprlab after the run was recorded, at the value that
-    reproduces what the run did). A key the recorded config has and ``cfg`` lacks differs.
+    Ignored: :data:`VOLATILE_KEYS`; keys the run does not read (:mod:`reprlab.config_keys`:
+    a self-supervised run's ``[aug]``, a cosine schedule's milestones), on both sides, so a
+    config.toml that records every key (written before the filter) compares like one that
+    records the read ones; and keys the recorded config lacks whose value now is the field's
+    default (keys added to reprlab after the run was recorded, at the value that reproduces
+    what the run did). A key the recorded config has and ``cfg`` lacks differs.
     """
-    old, new = flatten(recorded), flatten(to_dict(cfg))
+    unread = unread_keys(cfg)
+    old, new = {k: v for k, v in flatten(recorded).items() if not is_under(k, unread)}, flatten(read_dict(cfg))
     out = []
     for k in sorted(old.keys() | new.keys()):
         if k in VOLATILE_KEYS or old.get(k) == new.get(k):
@@ -266,7 +271,7 @@ class RunDir:
                 self.remove_orphans()
             make_dirs(self.ckpt_dir)
             self.drop_failure()  # a new attempt; it records its own failure, if any
-            cfg_text = dumps_toml(to_dict(cfg))
+            cfg_text = dumps_toml(read_dict(cfg))  # the keys the run reads
             existing = self.config_file
             atomic_write_text(existing, cfg_text)
             if inputs:

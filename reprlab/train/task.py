@@ -27,8 +27,8 @@ from reprlab.errors import ReprlabError
 from reprlab.inputs import file_sha256, input_identities
 from reprlab.result import TASK_KINDS, read_result, result_key, task_kind
 from reprlab.runtime import resolve_device, resolve_precision, seed_everything
-from reprlab.train.loop import _load_checkpoint, batch_split_error, fit
-from reprlab.train.rundir import RunDir, checkpoint_step, config_hash
+from reprlab.train.loop import batch_split_error, fit
+from reprlab.train.rundir import RunDir, checkpoint_step, config_hash, load_checkpoint
 
 
 def run_name(cfg: Config, kind: str, config_path: str | None) -> str:
@@ -201,14 +201,14 @@ def execute(cfg: Config, kind: str, config_path: str | None = None, rerun: bool 
     def body(run: RunDir, device: torch.device, name: str) -> dict:
         splits = load_splits(cfg.data)
         method = build_method(cfg, kind, splits, device)
-        fitres = fit(cfg, method, run, device)
+        fitres = fit(cfg, method, splits.train, run, device)
         final_val = method.evaluate("val", fitres.epochs_done) if _has_labels(method) else {}
         final_test = method.evaluate("test", fitres.epochs_done) if _wants_test(cfg, method) else {}
         best_test, best_val = {}, fitres.best.get("val", {})
         if fitres.best.get("step") == fitres.step:
             best_test = final_test  # the final checkpoint is the best one: test it once, not twice
         elif run.best.is_file() and _wants_test(cfg, method):
-            ckpt = _load_checkpoint(run.best)
+            ckpt = load_checkpoint(run.best)
             if ckpt["step"] != fitres.best.get("step"):
                 raise ReprlabError(f"{run.best} holds step {ckpt['step']}, but the best-on-val step is {fitres.best.get('step')}; delete it and re-run")
             method.load_state_dict(ckpt["method"])

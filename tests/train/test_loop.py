@@ -19,7 +19,7 @@ def _fit(cfg, tmp_path, name="r"):
     run.open(cfg, torch.device("cpu"))
     torch.manual_seed(0)
     method = Supervised(cfg, toy_splits(), torch.device("cpu"))
-    res = fit(cfg, method, run, torch.device("cpu"))
+    res = fit(cfg, method, method.splits.train, run, torch.device("cpu"))
     run.unlock()
     return run, res
 
@@ -48,7 +48,8 @@ def test_checkpoint_of_a_finetune_describes_the_loaded_backbone(tmp_path):
     bb = load_backbone(str(run.last), ft_cfg, (0, 0, 0), (1, 1, 1))
     ft_run = RunDir(tmp_path / "ft")
     ft_run.open(ft_cfg, torch.device("cpu"))
-    fit(ft_cfg, Supervised(ft_cfg, toy_splits(), torch.device("cpu"), backbone=bb, mode="full"), ft_run, torch.device("cpu"))
+    ft = Supervised(ft_cfg, toy_splits(), torch.device("cpu"), backbone=bb, mode="full")
+    fit(ft_cfg, ft, ft.splits.train, ft_run, torch.device("cpu"))
     ft_run.unlock()
     ckpt = torch.load(ft_run.last, weights_only=False)
     assert ckpt["model_kwargs"] == {"width": 4}

@@ -61,7 +61,7 @@ def test_hooks_run_in_order_with_the_step_context_and_extras_are_logged(tmp_path
     run = RunDir(tmp_path / "r")
     run.open(cfg, torch.device("cpu"))
     try:
-        fit(cfg, m, run, torch.device("cpu"))
+        fit(cfg, m, splits.train, run, torch.device("cpu"))
     finally:
         run.unlock()
     expected = []
@@ -91,7 +91,7 @@ def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_p
     run.open(cfg, torch.device("cpu"))
     try:
         with pytest.raises(NonFiniteLossError, match="non-finite loss at step 5"):
-            fit(cfg, BadLoss(cfg, splits, torch.device("cpu")), run, torch.device("cpu"))
+            fit(cfg, BadLoss(cfg, splits, torch.device("cpu")), splits.train, run, torch.device("cpu"))
     finally:
         run.unlock()
     assert torch.load(run.last, weights_only=False)["step"] == 4  # the end-of-epoch-1 checkpoint is kept

@@ -55,7 +55,7 @@ def test_bf16_autocast_step_keeps_parameters_optimiser_state_and_loss_float32(tm
         return out
 
     m.training_step = recording_step
-    fit(cfg, m, run, CPU)
+    fit(cfg, m, m.splits.train, run, CPU)
     run.unlock()
     assert seen["features"] and set(seen["features"]) == {torch.bfloat16}  # the step did run under bf16
     assert all(p.dtype == torch.float32 for p in m.parameters())

@@ -54,7 +54,7 @@ def test_weight_decay_schedule_reaches_the_optimizer(tmp_path):
     run = RunDir(tmp_path / "r")
     run.open(cfg, torch.device("cpu"))
     try:
-        fit(cfg, Supervised(cfg, splits, torch.device("cpu")), run, torch.device("cpu"))
+        fit(cfg, Supervised(cfg, splits, torch.device("cpu")), splits.train, run, torch.device("cpu"))
     finally:
         run.unlock()
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]

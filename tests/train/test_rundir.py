@@ -155,7 +155,7 @@ def test_a_checkpoint_on_a_full_disk_leaves_no_temp_file_and_keeps_the_last_one(
     """The run directory's checkpoint writers on a real full tmpfs (skipped where this process
     may not mount one; tests/test_io.py simulates the same failure)."""
     from helpers_fs import fill, small_tmpfs
-    from reprlab.train.loop import copy_atomic
+    from reprlab.train.rundir import atomic_copy as copy_atomic
     from reprlab.train.rundir import atomic_torch_save
 
     disk = tmp_path / "disk"
