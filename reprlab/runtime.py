@@ -187,3 +187,21 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def channels_last_hazard(model: torch.nn.Module, device: torch.device) -> str | None:
+    """Why training ``model`` in channels_last on ``device`` would be unsafe, or None.
+
+    On a CPU, torch 2.14.1's backward of a strided 1x1 convolution in channels_last memory format
+    corrupts the heap ("double free or corruption", SIGSEGV) when the convolution has fewer than
+    8 input channels: a ResNet's downsampling shortcut at ``model.kwargs.width`` below 8. Seen on
+    an AVX2 CPU (AMD EPYC) for 2, 4 and 6 input channels, never for 8 or more, never in the
+    forward pass, never in NCHW (``benchmarks/channels_last_crash.py`` reproduces it in a child
+    process). Such a model trains in NCHW instead: same numbers, no crash.
+    """
+    if device.type != "cpu":
+        return None
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1 and m.in_channels < 8:
+            return f"{name} is a strided 1x1 convolution of {m.in_channels} input channels, whose CPU backward in channels_last corrupts memory in torch {torch.__version__}"
+    return None

@@ -3,6 +3,7 @@ flag sets (both answers on any machine), the $REPRLAB_CPU_BF16 override, env.jso
 run-start log line -- and a bad device is a one-line error."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,43 @@ def test_env_json_and_the_log_say_what_auto_chose_and_why(tmp_path, monkeypatch,
 def test_bad_device_is_a_one_line_error():
     with pytest.raises(ReprlabError, match="train.device='gpu'"):
         resolve_device("gpu")
+
+
+def test_channels_last_hazard_names_a_resnet_below_width_8_on_a_cpu_only():
+    # torch's CPU backward of a strided 1x1 convolution in channels_last corrupts the heap below
+    # 8 input channels (benchmarks/results/channels_last_crash_cpu.md): such a model trains in NCHW
+    from reprlab.models import create_model
+    from reprlab.runtime import channels_last_hazard
+
+    cpu = torch.device("cpu")
+    why = channels_last_hazard(create_model("resnet18", num_classes=0, width=4), cpu)
+    assert why is not None and "4 input channels" in why and "layer2.0" in why
+    assert channels_last_hazard(create_model("resnet18", num_classes=0, width=8), cpu) is None
+    assert channels_last_hazard(create_model("resnet18", num_classes=0, width=4), torch.device("cuda")) is None
+
+
+def test_a_width_4_resnet_trains_on_the_cpu_without_channels_last(tmp_path):
+    # in a child process: on an affected CPU the old code died here of a heap corruption
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pathlib, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from helpers_toy import toy_splits\n"
+        "from reprlab.config import load_config\n"
+        "from reprlab.methods.base import get_method\n"
+        "from reprlab.train.loop import fit\n"
+        "from reprlab.train.rundir import RunDir\n"
+        f"cfg = load_config(None, ['model.kwargs.width=4', 'train.batch_size=64', 'train.epochs=1', 'train.progress=false', 'train.precision=fp32', 'train.eval_test=false', 'run.out_dir=\"{tmp_path}\"'])\n"
+        "assert cfg.model.channels_last\n"
+        "splits, cpu = toy_splits(192), torch.device('cpu')\n"
+        "method = get_method('supervised')(cfg, splits, cpu)\n"
+        "run = RunDir(pathlib.Path(cfg.run.out_dir) / 'x'); run.open(cfg, cpu)\n"
+        "res = fit(cfg, method, splits.train, run, cpu)\n"
+        "assert res.step == 3 and cfg.model.channels_last is False, (res.step, cfg.model.channels_last)\n"
+        "print('trained', res.step)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "trained 3" in p.stdout, p.stderr[-3000:]
+    assert "channels_last: off for this run (backbone.layer2.0.downsample.0 is a strided 1x1 convolution of 4 input channels" in p.stderr

@@ -30,7 +30,7 @@ from reprlab.data.types import ImageSet
 from reprlab.data.device import epoch_order
 from reprlab.errors import NonFiniteLossError, ReprlabError
 from reprlab.methods.base import Method, StepContext
-from reprlab.runtime import get_rng_state, resolve_precision, set_rng_state
+from reprlab.runtime import channels_last_hazard, get_rng_state, resolve_precision, set_rng_state
 from reprlab.schedules import all_values, lr_factor, value_at
 from reprlab.train.optim import build_optimizer, param_groups
 from reprlab.train.rundir import MetricsLogger, RunDir, atomic_copy, atomic_torch_save, checkpoint_step, config_hash, load_checkpoint
@@ -99,6 +99,12 @@ class _Fit:
         self.labels = train.labels.to(device, non_blocking=True)
 
         method.to(device)
+        if cfg.model.channels_last and (hazard := channels_last_hazard(method, device)) is not None:
+            # The methods read model.channels_last for their batches: this run's is off. Its
+            # config.toml (written before) keeps the requested value, so the run's identity holds.
+            if self.rank == 0:
+                print(f"channels_last: off for this run ({hazard})", file=sys.stderr)
+            cfg.model.channels_last = False
         if cfg.model.channels_last:
             method.to(memory_format=torch.channels_last)
         if self.world > 1 and _sync_bn(tc.sync_bn, method):
