@@ -20,7 +20,6 @@ a random batch. The file and its sidecar are written atomically; a failure leave
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch.nn as nn
 from reprlab import __version__
 from reprlab.errors import ReprlabError
 from reprlab.eval.backbones import load_checkpoint_backbone, read_checkpoint
+from reprlab.inputs import file_sha256
 from reprlab.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from reprlab.models import create_model
 from reprlab.models.export import Unmappable, library_target
@@ -187,14 +187,6 @@ def formats_that_work(model: nn.Module) -> list[str]:
 # ============================================================================================
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def provenance(path: Path, ckpt: dict, config_hash: Callable[[dict], str] | None) -> dict:
     """Where the weights come from: the run's method, data, budget and the checkpoint's hash."""
     cfg = ckpt.get("config", {})
@@ -213,7 +205,7 @@ def provenance(path: Path, ckpt: dict, config_hash: Callable[[dict], str] | None
         "run": run,
         "config_hash": config_hash(cfg) if config_hash and cfg else None,
         "checkpoint": str(path.resolve()),
-        "checkpoint_sha256": sha256_of(path),
+        "checkpoint_sha256": file_sha256(path),
         "reprlab_version": __version__,
     }
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from reprlab.io import is_locked
+from reprlab.io import is_locked, pid_alive
 from reprlab.studies.sweep_spec import SweepSpec
 
 HEARTBEAT_S = 60.0  # how often a running trial refreshes its heartbeat attribute
@@ -94,7 +94,7 @@ def recover_interrupted(study: Any, out: IO[str]) -> int:
         if attrs.get("host") == HOST and attrs.get("run_dir"):
             gone = not is_locked(Path(attrs["run_dir"]) / ".trial.lock")
         elif attrs.get("host") == HOST and attrs.get("pid"):  # not started yet: is its worker alive?
-            gone = not _alive(int(attrs["pid"]))
+            gone = not pid_alive(int(attrs["pid"]))
         else:
             start = t.datetime_start.timestamp() if t.datetime_start else now
             gone = now - float(attrs.get("heartbeat", start)) > STALE_AFTER_S
@@ -113,14 +113,6 @@ def recover_interrupted(study: Any, out: IO[str]) -> int:
     return n
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def admit(study: Any, trial: Any, spec: SweepSpec, target: int, poll_s: float) -> str | None:
