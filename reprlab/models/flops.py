@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from reprlab.errors import ReprlabError
+from reprlab.runtime import channels_last_hazard
 
 FLOP_CONVENTION = (
     "FLOPs/image: 1 multiply-add = 2 FLOPs in conv, linear and attention matmuls (QK^T, AV); "
@@ -129,7 +130,9 @@ def measure_throughput(
     ``mode="train"`` times forward + cross-entropy + backward + an SGD (momentum 0.9) step, the
     work of one training iteration; ``mode="eval"`` times a ``no_grad`` forward in eval mode.
     CNNs (``model.family == "cnn"``) run in ``channels_last`` memory format in both modes, since
-    that is the layout a tuned training run uses for convolutions; ViTs keep the default layout.
+    that is the layout a tuned training run uses for convolutions (in ``train`` mode, on a CPU, not
+    for a model that :func:`reprlab.runtime.channels_last_hazard` names, as in the training loop);
+    ViTs keep the default layout.
 
     The measurement runs on a deep copy, so the caller's weights, BatchNorm statistics and
     device are untouched.
@@ -147,7 +150,9 @@ def measure_throughput(
         raise ReprlabError("model lives on the meta device and cannot be timed; build it on a real device")
 
     m = copy.deepcopy(model).to(dev)
-    fmt = torch.channels_last if getattr(model, "family", None) == "cnn" else torch.contiguous_format
+    # (not where torch's CPU backward corrupts memory in channels_last: runtime.channels_last_hazard)
+    cl = getattr(model, "family", None) == "cnn" and (mode == "eval" or channels_last_hazard(m, dev) is None)
+    fmt = torch.channels_last if cl else torch.contiguous_format
     m = m.to(memory_format=fmt)
     x = torch.randn(batch, 3, size, size, device=dev).contiguous(memory_format=fmt)
 

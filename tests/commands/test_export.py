@@ -234,7 +234,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(runs, tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
     msg = _refused(capsys, [str(junk), "--format", "onnx", "--out", out], tmp_path)
-    assert str(junk) in msg and "cannot be read" in msg
+    assert str(junk) in msg and "is not a file written by torch.save (it holds text beginning 'not a checkpoint'); expected a reprlab checkpoint" in msg
     msg = _refused(capsys, [str(tmp_path), "--format", "onnx", "--out", out], tmp_path)
     assert "checkpoints/last.pt not found" in msg
     msg = _refused(capsys, [dino, "--format", "onnx", "--out", str(tmp_path / "no" / "x.onnx")], tmp_path)
