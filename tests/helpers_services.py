@@ -20,12 +20,15 @@ def need(reason: str) -> None:
 
 
 def slurm_partition() -> str:
-    """The default partition of a reachable SLURM cluster with an idle node (scripts/ci/slurm.sh)."""
+    """The default partition of a reachable SLURM cluster with a node that takes jobs (scripts/ci/slurm.sh)."""
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         need("no SLURM: sbatch/sinfo not on the PATH (start one with scripts/ci/slurm.sh start)")
     p = subprocess.run(["sinfo", "-h", "-o", "%P|%t"], capture_output=True, text=True, timeout=30)
     rows = [r.split("|") for r in p.stdout.split()]
-    default = [part.rstrip("*") for part, state in rows if part.endswith("*") and state in ("idle", "mix", "alloc")]
+    # a node that takes jobs: idle, or busy with the last test's jobs (allocated, mixed, completing,
+    # or planned for a pending job by the backfill scheduler: sinfo's "plnd"); not down/drained
+    usable = ("idle", "mix", "alloc", "comp", "plnd")
+    default = [part.rstrip("*") for part, state in rows if part.endswith("*") and state.rstrip("*~#!%$@^-") in usable]
     if p.returncode != 0 or not default:
         need(f"no usable SLURM cluster: sinfo says {(p.stderr or p.stdout).strip()[:200]!r}")
     return default[0]

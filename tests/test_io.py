@@ -160,5 +160,26 @@ def test_one_set_of_write_helpers_one_torch_load_wrapper_and_one_lock():
                *REPO.glob("reprlab/commands/*.py"), *REPO.glob("reprlab/studies/*.py"),
                *REPO.glob("reprlab/models/*.py"), *REPO.glob("reprlab/methods/*.py"), *REPO.glob("reprlab/report/*.py"), *REPO.glob("reprlab/*.py")]
     checked = [p for p in checked if p.name != "io.py"]
-    found = [f"{p.relative_to(REPO)}:{i}: {ln.strip()}" for p in checked for i, ln in enumerate(p.read_text().splitlines(), 1) if pattern.search(ln)]
+    found = [f"{p.relative_to(REPO)}:{i}: {ln.strip()}" for p in checked for i, ln in enumerate(_code_lines(p), 1) if pattern.search(ln)]
     assert found == []
+
+
+def _code_lines(path: Path) -> list[str]:
+    """The file's lines with string literals blanked: code a command prints for the user (the
+    export's `torch.load(...)` recipe) is not a call."""
+    import io
+    import tokenize
+
+    lines = path.read_text().splitlines()
+    strings = {getattr(tokenize, n) for n in ("STRING", "FSTRING_MIDDLE") if hasattr(tokenize, n)}
+    for tok in reversed(list(tokenize.generate_tokens(io.StringIO(path.read_text()).readline))):
+        if tok.type in strings:
+            (r0, c0), (r1, c1) = tok.start, tok.end
+            if r0 == r1:
+                lines[r0 - 1] = lines[r0 - 1][:c0] + "''" + lines[r0 - 1][c1:]
+            else:
+                lines[r0 - 1] = lines[r0 - 1][:c0] + "''"
+                for r in range(r0, r1 - 1):
+                    lines[r] = ""
+                lines[r1 - 1] = lines[r1 - 1][c1:]
+    return lines
