@@ -316,9 +316,15 @@ class SlurmExecutor:
             print("reprlab: interrupted; no SLURM job of this study was in the queue", file=out, flush=True)
             return
         cancel(ids)
-        time.sleep(1.0)
-        self.refresh(force=True)
-        left = [j for j in ids if self.states.get(j) in ACTIVE - {"COMPLETING"}]
+        # scancel only asks: wait (up to 15 s) until squeue no longer shows the jobs pending or
+        # running, so the line below says what is really left
+        deadline = time.monotonic() + 15
+        while True:
+            time.sleep(0.5)
+            self.refresh(force=True)
+            left = [j for j in ids if self.states.get(j) in ACTIVE - {"COMPLETING"}]
+            if not left or time.monotonic() > deadline:
+                break
         print(f"reprlab: interrupted; cancelled SLURM job(s) {', '.join(ids)}" + (f"; still in the queue: {', '.join(left)} (scancel them)" if left else "; none left running"),
               file=out, flush=True)
 
